@@ -1,0 +1,117 @@
+//! `hb build <SET|RECIPE>`: plan, fetch, build every node, write the artifacts and the
+//! build report.
+
+use super::{prepare, sandbox_helper, Context};
+use crate::cli::BuildArgs;
+use crate::dist;
+use crate::error::Error;
+use crate::executor::{self, Executor};
+use crate::fetch::{Fetcher, Mirrors};
+use crate::store::{write_atomic, Root};
+use serde_json::json;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// File name of the build report written next to the artifacts.
+pub const BUILD_REPORT: &str = "build-report.json";
+
+pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
+    let clock = Instant::now();
+    let started = SystemTime::now();
+    let prepared = prepare(ctx, &args.target, &args.arch)?;
+    let store = ctx.open_store()?;
+    let _store_lock = store.lock_shared()?;
+    let fetcher = Fetcher::new(&store, Mirrors::from_environment(), args.offline);
+    let sources = executor::fetch_sources(&prepared.set, &prepared.plan, &fetcher, &ctx.ui)?;
+    let helper = sandbox_helper()?;
+    let executor = Executor {
+        store: &store,
+        set: &prepared.set,
+        ui: &ctx.ui,
+        environments: &prepared.environments,
+        jobs: ctx.jobs,
+        hb_jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        keep_failed: args.keep_failed,
+        sandbox_helper: &helper,
+    };
+    let results = executor.run(&prepared.plan, &sources)?;
+
+    let scratch = store.temp_dir("dist-")?;
+    let mut artifacts = Vec::new();
+    for &arch in &prepared.arches {
+        let artifact = dist::write_artifact(&prepared.set, &prepared.plan, &results, arch, &args.out, scratch.path())?;
+        let mut root = Root::default();
+        for (node, result) in prepared.plan.nodes.iter().zip(&results) {
+            if node.arch == arch {
+                root.outputs.insert(node.input_hash.to_string());
+                root.sources.extend(node.source_digests.iter().map(|d| d.to_string()));
+                let _ = &result.built;
+            }
+        }
+        store.write_root(&format!("{}-{arch}", prepared.set.name), &root)?;
+        artifacts.push(artifact);
+    }
+
+    let nodes: Vec<_> = prepared
+        .plan
+        .nodes
+        .iter()
+        .zip(&results)
+        .map(|(node, result)| {
+            let meta = &result.built.meta;
+            json!({
+                "package": node.package,
+                "version": meta.version,
+                "arch": node.arch,
+                "input_hash": node.input_hash,
+                "content_digest": meta.content_digest,
+                "method": meta.method,
+                "environment": meta.environment,
+                "cached": result.cached,
+                "duration_ms": meta.duration_ms,
+                "output": result.built.output_dir,
+            })
+        })
+        .collect();
+    let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let report = json!({
+        "set": prepared.set.name,
+        "hb_version": env!("CARGO_PKG_VERSION"),
+        "source_date_epoch": prepared.set.source_date_epoch,
+        "arches": prepared.arches,
+        "started_unix": unix(started),
+        "finished_unix": unix(SystemTime::now()),
+        "duration_ms": clock.elapsed().as_millis() as u64,
+        "nodes": nodes,
+        "artifacts": artifacts.iter().map(|a| json!({
+            "file": a.path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "arch": a.arch,
+            "sha256": a.sha256,
+            "size": a.size,
+        })).collect::<Vec<_>>(),
+    });
+    let mut report_bytes = serde_json::to_vec_pretty(&report).expect("json values always serialize");
+    report_bytes.push(b'\n');
+    write_atomic(&args.out.join(BUILD_REPORT), &report_bytes)?;
+
+    if ctx.ui.json {
+        ctx.ui.print_json(&report);
+    } else {
+        let built = results.iter().filter(|r| !r.cached).count();
+        ctx.ui.status(&format!(
+            "{} node(s): {} built, {} cached, in {:.2} s",
+            results.len(),
+            built,
+            results.len() - built,
+            clock.elapsed().as_secs_f64()
+        ));
+        for a in &artifacts {
+            ctx.ui.status(&format!(
+                "wrote {} ({} bytes, sha256 {})",
+                a.path.display(),
+                a.size,
+                a.sha256
+            ));
+        }
+    }
+    Ok(0)
+}

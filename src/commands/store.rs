@@ -1,0 +1,78 @@
+//! `hb store verify|gc|path`.
+
+use super::Context;
+use crate::cli::{StoreArgs, StoreCommand};
+use crate::error::{Error, EXIT_CHECK_FAILED};
+use serde_json::json;
+
+pub fn run(ctx: &Context, args: StoreArgs) -> Result<i32, Error> {
+    let store = ctx.open_store()?;
+    match args.command {
+        StoreCommand::Path => {
+            println!("{}", store.root().display());
+            Ok(0)
+        }
+        StoreCommand::Verify => {
+            let bar = ctx.ui.bar(0, "verify");
+            let report = store.verify(&|name| bar.set_message(name.to_string()))?;
+            bar.finish_and_clear();
+            if ctx.ui.json {
+                ctx.ui.print_json(&serde_json::to_value(&report).expect("plain data"));
+            } else {
+                for problem in &report.corrupt {
+                    eprintln!("corrupt: {}: {}", problem.path.display(), problem.message);
+                }
+                ctx.ui.status(&format!(
+                    "checked {} source(s) and {} output(s): {} corrupt{}",
+                    report.sources_checked,
+                    report.outputs_checked,
+                    report.corrupt.len(),
+                    if report.temporary_entries > 0 {
+                        format!(
+                            "; {} leftover temporary entr(ies) from interrupted runs (harmless; `hb store gc` removes them)",
+                            report.temporary_entries
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            if report.corrupt.is_empty() {
+                Ok(0)
+            } else {
+                // The report above is the answer (also in --json); only the exit code says no.
+                eprintln!("error: {} corrupt object(s) in the store", report.corrupt.len());
+                Ok(EXIT_CHECK_FAILED)
+            }
+        }
+        StoreCommand::Gc { dry_run } => {
+            let report = store.gc(dry_run)?;
+            if ctx.ui.json {
+                ctx.ui.print_json(&json!({
+                    "dry_run": dry_run,
+                    "removed": report.removed,
+                    "freed_bytes": report.freed_bytes,
+                    "kept_outputs": report.kept_outputs,
+                    "kept_sources": report.kept_sources,
+                }));
+            } else {
+                for path in &report.removed {
+                    ctx.ui.debug(&format!(
+                        "{} {}",
+                        if dry_run { "would remove" } else { "removed" },
+                        path.display()
+                    ));
+                }
+                ctx.ui.status(&format!(
+                    "{} {} entr(ies), {} bytes; kept {} output(s) and {} source(s) referenced by gc roots",
+                    if dry_run { "would remove" } else { "removed" },
+                    report.removed.len(),
+                    report.freed_bytes,
+                    report.kept_outputs,
+                    report.kept_sources
+                ));
+            }
+            Ok(0)
+        }
+    }
+}

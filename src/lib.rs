@@ -1,0 +1,25 @@
+//! hb: hermetic builds from pinned sources, with an embedded rebuild verifier.
+//!
+//! The flow: [`recipe`] parses a set, [`plan`] orders and hashes it (pure), [`fetch`]
+//! brings sources into the [`store`], [`executor`] runs [`build`] for each node inside the
+//! sandbox (`hb-sandbox` crate) on an [`env`] root file system, and [`dist`] packs the
+//! artifacts with [`archive`]. [`commands`] glue these together per CLI command.
+
+pub mod archive;
+pub mod build;
+pub mod cli;
+pub mod commands;
+pub mod dist;
+pub mod env;
+pub mod env_vars;
+pub mod error;
+pub mod executor;
+pub mod fetch;
+pub mod plan;
+pub mod recipe;
+pub mod store;
+pub mod types;
+pub mod ui;
+
+pub use commands::run;
+pub use error::Error;

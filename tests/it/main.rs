@@ -1,0 +1,7 @@
+//! hb's integration tests: one binary, one file per area, a shared context (`common`).
+
+mod build;
+mod common;
+mod errors;
+mod sandbox;
+mod store;
