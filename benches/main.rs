@@ -1,1 +1,175 @@
-fn main() {}
+//! hb's benchmarks: each prints figures and compares against the closest real alternative,
+//! measured in the same run. Nothing here asserts on time.
+//!
+//! `cargo bench --bench hb-bench -- [sandbox|cached-build|pack|all]`
+//! (needs `bwrap` from Debian's bubblewrap package for the sandbox comparison.)
+
+mod pack;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn main() {
+    // The sandbox re-executes this binary as its init process.
+    hb_sandbox::init_if_requested();
+    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let all = which.is_empty() || which.iter().any(|w| w == "all");
+    let wants = |name: &str| all || which.iter().any(|w| w == name);
+    if wants("sandbox") {
+        sandbox();
+    }
+    if wants("cached-build") {
+        cached_build();
+    }
+    if wants("pack") {
+        pack::run();
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Sandbox start + `/bin/true` + teardown: hb-sandbox with the policy hb uses for builds
+/// (host /usr, /proc, /dev, /tmp, /build, /out, Landlock) vs bwrap with the same mounts.
+fn sandbox() {
+    const RUNS: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let build = dir.path().join("build");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&build).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let mut mounts = vec![hb_sandbox::Mount::Bind {
+        source: "/usr".into(),
+        target: "/usr".into(),
+        writable: false,
+    }];
+    for link in ["bin", "sbin", "lib", "lib64"] {
+        mounts.push(hb_sandbox::Mount::Symlink {
+            link: PathBuf::from("/").join(link),
+            points_to: PathBuf::from("usr").join(link),
+        });
+    }
+    mounts.extend([
+        hb_sandbox::Mount::Proc { target: "/proc".into() },
+        hb_sandbox::Mount::Dev { target: "/dev".into() },
+        hb_sandbox::Mount::Tmpfs { target: "/tmp".into() },
+        hb_sandbox::Mount::Bind {
+            source: build.clone(),
+            target: "/build".into(),
+            writable: true,
+        },
+        hb_sandbox::Mount::Bind {
+            source: out.clone(),
+            target: "/out".into(),
+            writable: true,
+        },
+    ]);
+    let policy = hb_sandbox::Policy {
+        mounts,
+        writable: vec!["/build".into(), "/out".into(), "/tmp".into()],
+        hostname: "hb-build".into(),
+        uid: 1000,
+        gid: 1000,
+        env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
+        cwd: "/build".into(),
+        umask: 0o022,
+        loopback: true,
+    };
+    let helper = std::env::current_exe().unwrap();
+    let mut hb = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let command = hb_sandbox::Command {
+            argv: vec!["/bin/true".into()],
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        };
+        let (outcome, _) = hb_sandbox::run(&policy, command, &helper).expect("sandbox runs");
+        assert!(outcome.success());
+        hb.push(start.elapsed());
+    }
+    println!("sandbox start + /bin/true + teardown, median of {RUNS}:");
+    let hb_median = median(hb);
+    println!("  hb-sandbox (namespaces + Landlock)  {:7.2} ms", ms(hb_median));
+    let bwrap = Path::new("/usr/bin/bwrap");
+    if !bwrap.exists() {
+        println!("  bwrap: not installed (apt-get install bubblewrap) — no comparison");
+        return;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let status = Command::new(bwrap)
+            .args(["--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"])
+            .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin"])
+            .args(["--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
+            .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
+            .arg("--bind")
+            .arg(&build)
+            .arg("/build")
+            .arg("--bind")
+            .arg(&out)
+            .arg("/out")
+            .args(["--hostname", "hb-build", "--chdir", "/build", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin"])
+            .arg("/bin/true")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        samples.push(start.elapsed());
+    }
+    let bwrap_median = median(samples);
+    println!("  bwrap --unshare-all, same mounts     {:7.2} ms", ms(bwrap_median));
+    println!("  ratio hb / bwrap                     {:7.2}", ms(hb_median) / ms(bwrap_median));
+}
+
+/// `hb build` of a set whose outputs are all cached (fixtures/basic and, when its sources
+/// are already in the store, recipes/toolchain), end to end as a process.
+fn cached_build() {
+    const RUNS: usize = 30;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let hb = root.join("target/release/hb");
+    if !hb.exists() {
+        println!("cached-build: build target/release/hb first (cargo build --release)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::env::var_os("HB_STORE").map(PathBuf::from).unwrap_or_else(|| dir.path().join("store"));
+    for set in ["fixtures/basic", "recipes/toolchain"] {
+        let run = || {
+            Command::new(&hb)
+                .args(["-q", "build", "--out"])
+                .arg(dir.path().join("dist"))
+                .arg(root.join(set))
+                .env("HB_STORE", &store)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+        };
+        let warm = Instant::now();
+        if !run().success() {
+            println!("cached-build {set}: the first build failed; skipped");
+            continue;
+        }
+        let first = warm.elapsed();
+        let samples: Vec<Duration> = (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                assert!(run().success());
+                start.elapsed()
+            })
+            .collect();
+        println!(
+            "hb build {set}, all outputs cached: median {:.1} ms over {RUNS} runs (first run {:.1} s)",
+            ms(median(samples)),
+            first.as_secs_f64()
+        );
+    }
+}

@@ -777,6 +777,17 @@ impl<'a> Unpacker<'a> {
                     return Ok(()); // a link to itself: already there
                 }
                 let tkind = self.extracted[&trel];
+                if tkind == Extracted::Symlink {
+                    // A hard link to a symlink is a symlink (linkat does not follow it) with
+                    // the same relative target in another directory: check it again there.
+                    let src = self.dest.join(&trel);
+                    let target = fs::read_link(&src).map_err(io_err(&src))?;
+                    let tb = target.as_os_str().as_bytes();
+                    if lexical_escapes(comps.len() - 1, tb) {
+                        return Err(unsafe_entry(UnsafeReason::LinkEscapes { target: lossy(tb) }));
+                    }
+                    self.symlinks.push((rel.clone(), name.clone()));
+                }
                 self.clear_for_non_dir(&abs, &name)?;
                 fs::hard_link(self.dest.join(&trel), &abs).map_err(io_err(&abs))?;
                 self.extracted.insert(rel, tkind);
@@ -2035,6 +2046,32 @@ mod tests {
         );
         assert_eq!(ma.ino(), mb.ino());
         assert_eq!(fs::read(d.join("sub/b")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn rejects_hardlink_to_symlink_that_escapes_from_its_new_place() {
+        // `a/b/l -> ../x` stays inside; a hard link to it at the top is a symlink `h -> ../x`.
+        let t = tmp();
+        let ar = RawTar::new()
+            .dir("a/b/")
+            .symlink("a/b/l", "../x")
+            .hardlink("h", "a/b/l")
+            .finish();
+        expect_unsafe(
+            unpack_bytes(&ar, &t.path().join("d"), false),
+            "h",
+            UnsafeReason::LinkEscapes { target: "../x".into() },
+        );
+        // A hard link to a symlink in the same directory is fine.
+        let t = tmp();
+        let d = t.path().join("d");
+        let ar = RawTar::new()
+            .dir("a/b/")
+            .symlink("a/b/l", "../x")
+            .hardlink("a/b/h", "a/b/l")
+            .finish();
+        unpack_bytes(&ar, &d, false).unwrap();
+        assert_eq!(fs::read_link(d.join("a/b/h")).unwrap(), Path::new("../x"));
     }
 
     #[test]

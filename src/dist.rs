@@ -8,7 +8,7 @@ use crate::archive::{self, Compression, PackOptions};
 use crate::executor::NodeResult;
 use crate::plan::Plan;
 use crate::recipe::Set;
-use crate::store::{write_atomic, StoreError};
+use crate::store::{write_atomic, Store, StoreError};
 use crate::types::{Arch, Sha256};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -56,7 +56,12 @@ pub struct Artifact {
     pub arch: Arch,
     pub sha256: Sha256,
     pub size: u64,
+    /// Name of the cached copy in the store's `artifacts/`.
+    pub cache_key: Sha256,
 }
+
+/// Bump when the artifact layout changes, so cached archives are not reused.
+const ARTIFACT_FORMAT_VERSION: u32 = 1;
 
 pub fn artifact_name(set: &str, arch: Arch) -> String {
     format!("{set}-linux-{arch}.tar.gz")
@@ -64,6 +69,7 @@ pub fn artifact_name(set: &str, arch: Arch) -> String {
 
 /// Pack the outputs of `arch`'s nodes into `out_dir/<set>-linux-<arch>.tar.gz`.
 pub fn write_artifact(
+    store: &Store,
     set: &Set,
     plan: &Plan,
     results: &[NodeResult],
@@ -109,33 +115,44 @@ pub fn write_artifact(
     fs_err::create_dir_all(&manifest_root).map_err(|e| StoreError::Io(e.into()))?;
     let mut manifest_json = serde_json::to_vec_pretty(&manifest).expect("plain data");
     manifest_json.push(b'\n');
-    fs_err::write(manifest_root.join(MANIFEST_NAME), manifest_json).map_err(|e| StoreError::Io(e.into()))?;
+    fs_err::write(manifest_root.join(MANIFEST_NAME), &manifest_json).map_err(|e| StoreError::Io(e.into()))?;
     roots.push(manifest_root);
 
     fs_err::create_dir_all(out_dir).map_err(|e| StoreError::Io(e.into()))?;
     let name = artifact_name(&set.name, arch);
     let path = out_dir.join(&name);
-    let mut bytes = Vec::new();
-    let root_refs: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
-    archive::pack(
-        &root_refs,
-        &mut bytes,
-        &PackOptions {
-            top_dir: Some(name.trim_end_matches(".tar.gz").to_string()),
-            mtime: set.source_date_epoch,
-            compression: Compression::Gzip,
-            level: None,
-        },
-    )
-    .map_err(|source| DistError::Pack {
-        path: path.clone(),
-        source,
-    })?;
+    let options = PackOptions {
+        top_dir: Some(name.trim_end_matches(".tar.gz").to_string()),
+        mtime: set.source_date_epoch,
+        compression: Compression::Gzip,
+        level: None,
+    };
+    // The archive is a pure function of the packed trees (named by their content digests in
+    // the manifest) and the options, so it is cached in the store under a digest of both:
+    // a fully cached build then costs a file copy instead of a compression.
+    let mut key_input = format!("{ARTIFACT_FORMAT_VERSION}\n{options:?}\n").into_bytes();
+    key_input.extend_from_slice(&manifest_json);
+    let cache_key = Sha256::of_bytes(&key_input);
+    let cached = store.artifact_path(&cache_key);
+    let bytes = match std::fs::read(&cached) {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let mut bytes = Vec::new();
+            let root_refs: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
+            archive::pack(&root_refs, &mut bytes, &options).map_err(|source| DistError::Pack {
+                path: path.clone(),
+                source,
+            })?;
+            write_atomic(&cached, &bytes)?;
+            bytes
+        }
+    };
     write_atomic(&path, &bytes)?;
     Ok(Artifact {
         path,
         arch,
         sha256: Sha256::of_bytes(&bytes),
         size: bytes.len() as u64,
+        cache_key,
     })
 }

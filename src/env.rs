@@ -28,6 +28,8 @@ pub struct BuildEnvironment {
 pub enum EnvError {
     #[error("the host environment can only build for this machine's architecture ({host}), not {target}")]
     HostArch { host: String, target: Arch },
+    #[error("{0} are not supported by this version of hb")]
+    NotYetSupported(&'static str),
 }
 
 impl EnvError {
@@ -36,6 +38,7 @@ impl EnvError {
             EnvError::HostArch { .. } => Some(
                 "remove the architecture from set.targets or pass --arch with this machine's architecture; other architectures need a pinned environment".into(),
             ),
+            EnvError::NotYetSupported(_) => Some("use kind = \"host\" for now".into()),
         }
     }
 }
@@ -59,6 +62,7 @@ impl BuildEnvironment {
                     root_mounts: host_root_mounts(Path::new("/")),
                 })
             }
+            Environment::Debian(_) => Err(EnvError::NotYetSupported("kind = \"debian\" environments")),
         }
     }
 

@@ -125,6 +125,10 @@ struct RawSet {
 #[serde(deny_unknown_fields)]
 struct RawEnvironment {
     kind: Spanned<String>,
+    suite: Option<Spanned<String>>,
+    packages: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    links: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +182,20 @@ struct RawTest {
 pub enum Environment {
     /// The machine's own /usr, read-only. Impure: recorded as such everywhere.
     Host,
+    /// A root file system assembled from Debian packages pinned in `set.lock`.
+    Debian(DebianEnvironment),
+}
+
+/// `kind = "debian"`: what `hb lock` resolves into exact `.deb` files per target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianEnvironment {
+    /// Debian suite, e.g. "bookworm".
+    pub suite: String,
+    /// Packages every target gets (with their dependencies and every Essential package).
+    pub packages: Vec<String>,
+    /// Fix-ups made after extraction, since maintainer scripts never run: absolute link
+    /// path -> link target (e.g. "/usr/bin/cc" -> "gcc").
+    pub links: BTreeMap<String, String>,
 }
 
 /// A recipe set: `set.toml` plus its packages.
@@ -331,20 +349,7 @@ pub fn load_set(dir: &Path) -> Result<Set, RecipeError> {
     }
     let environment = match raw.environment {
         None => Environment::Host,
-        Some(env) => {
-            let kind = &env.get_ref().kind;
-            match kind.get_ref().as_str() {
-                "host" => Environment::Host,
-                other => {
-                    return Err(RecipeError::at(
-                        &set_file,
-                        kind.span(),
-                        format!("environment.kind: unknown environment kind {other:?}"),
-                        Some("expected \"host\" (the machine's own /usr, impure)".into()),
-                    ))
-                }
-            }
-        }
+        Some(env) => parse_environment(&set_file, env.get_ref(), env.span())?,
     };
 
     let mut entries: Vec<PathBuf> = fs_err::read_dir(dir)
@@ -410,6 +415,74 @@ pub fn load_set(dir: &Path) -> Result<Set, RecipeError> {
         environment,
         packages,
     })
+}
+
+fn parse_environment(file: &SourceFile, env: &RawEnvironment, span: Range<usize>) -> Result<Environment, RecipeError> {
+    let kind = &env.kind;
+    match kind.get_ref().as_str() {
+        "host" => {
+            if let Some(extra) = env.suite.as_ref().map(|s| s.span()).or(env.packages.as_ref().map(|_| span.clone())) {
+                return Err(RecipeError::at(
+                    file,
+                    extra,
+                    "environment: `suite` and `packages` only apply to kind = \"debian\"",
+                    None,
+                ));
+            }
+            Ok(Environment::Host)
+        }
+        "debian" => {
+            let suite = env.suite.as_ref().ok_or_else(|| {
+                RecipeError::at(
+                    file,
+                    span.clone(),
+                    "environment: missing field `suite` (the Debian suite, e.g. \"bookworm\")",
+                    None,
+                )
+            })?;
+            let valid_word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-+.:_".contains(c));
+            if !valid_word(suite.get_ref()) {
+                return Err(RecipeError::at(file, suite.span(), format!("environment.suite: invalid suite {:?}", suite.get_ref()), None));
+            }
+            let packages = env.packages.as_ref().ok_or_else(|| {
+                RecipeError::at(
+                    file,
+                    span.clone(),
+                    "environment: missing field `packages` (Debian packages the builds need)",
+                    Some("for example packages = [\"build-essential\"]".into()),
+                )
+            })?;
+            for p in packages {
+                if !valid_word(p.get_ref()) {
+                    return Err(RecipeError::at(file, p.span(), format!("environment.packages: invalid package name {:?}", p.get_ref()), None));
+                }
+            }
+            let mut links = BTreeMap::new();
+            for (link, target) in &env.links {
+                let ok = link.starts_with('/') && !link.split('/').any(|c| c == "..") && !target.get_ref().is_empty();
+                if !ok {
+                    return Err(RecipeError::at(
+                        file,
+                        target.span(),
+                        format!("environment.links: {link:?} must be an absolute path without '..' and its target non-empty"),
+                        None,
+                    ));
+                }
+                links.insert(link.clone(), target.get_ref().clone());
+            }
+            Ok(Environment::Debian(DebianEnvironment {
+                suite: suite.get_ref().clone(),
+                packages: packages.iter().map(|p| p.get_ref().clone()).collect(),
+                links,
+            }))
+        }
+        other => Err(RecipeError::at(
+            file,
+            kind.span(),
+            format!("environment.kind: unknown environment kind {other:?}"),
+            Some("expected \"debian\" (pinned by `hb lock`) or \"host\" (the machine's own /usr, impure)".into()),
+        )),
+    }
 }
 
 type DepSpans = Vec<(String, Range<usize>)>;

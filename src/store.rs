@@ -104,6 +104,9 @@ pub struct EnvironmentRecord {
 pub struct Root {
     pub outputs: BTreeSet<String>,
     pub sources: BTreeSet<String>,
+    /// File names under `artifacts/`.
+    #[serde(default)]
+    pub artifacts: BTreeSet<String>,
 }
 
 pub struct Store {
@@ -137,7 +140,7 @@ pub struct GcReport {
 impl Store {
     /// Open (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        for sub in ["sources", "outputs", "logs", "roots", "tmp", "locks"] {
+        for sub in ["sources", "outputs", "artifacts", "logs", "roots", "tmp", "locks"] {
             fs_err::create_dir_all(root.join(sub))?;
         }
         Ok(Store { root: root.to_owned() })
@@ -167,6 +170,11 @@ impl Store {
 
     pub fn output_dir(&self, input_hash: &Sha256) -> PathBuf {
         self.root.join("outputs").join(input_hash.as_str())
+    }
+
+    /// A cached dist artifact, named by the digest of what went into it.
+    pub fn artifact_path(&self, key: &Sha256) -> PathBuf {
+        self.root.join("artifacts").join(format!("{key}.tar.gz"))
     }
 
     pub fn logs_dir(&self) -> PathBuf {
@@ -295,6 +303,7 @@ impl Store {
         let _lock = self.lock_exclusive()?;
         let mut keep_outputs = BTreeSet::new();
         let mut keep_sources = BTreeSet::new();
+        let mut keep_artifacts = BTreeSet::new();
         for entry in sorted_entries(&self.root.join("roots"))? {
             let bytes = fs_err::read(&entry)?;
             let root: Root = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
@@ -303,6 +312,7 @@ impl Store {
             })?;
             keep_outputs.extend(root.outputs);
             keep_sources.extend(root.sources);
+            keep_artifacts.extend(root.artifacts);
         }
         let mut report = GcReport {
             kept_outputs: keep_outputs.len(),
@@ -320,6 +330,11 @@ impl Store {
             sorted_entries(&self.root.join("sources"))?
                 .into_iter()
                 .filter(|p| !keep_sources.contains(&file_name(p))),
+        );
+        doomed.extend(
+            sorted_entries(&self.root.join("artifacts"))?
+                .into_iter()
+                .filter(|p| !keep_artifacts.contains(&file_name(p))),
         );
         for path in doomed {
             report.freed_bytes += disk_usage(&path);

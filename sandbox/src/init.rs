@@ -60,11 +60,7 @@ const SETUP_FAILED: i32 = 127;
 // Caller side
 // ---------------------------------------------------------------------------------------
 
-pub(crate) fn spawn(
-    policy: &Policy,
-    command: Command,
-    helper: &Path,
-) -> Result<(Outcome, Enforcement), Error> {
+pub(crate) fn spawn(policy: &Policy, command: Command, helper: &Path) -> Result<(Outcome, Enforcement), Error> {
     validate(policy, &command.argv)?;
     let landlock_abi = landlock::effective_abi()?;
 
@@ -74,8 +70,8 @@ pub(crate) fn spawn(
         landlock_abi,
     })
     .map_err(|e| Error::Policy(format!("cannot serialize: {e}")))?;
-    let request_fd = memfd_with(&request)
-        .map_err(|e| Error::Setup(format!("memfd for the policy: {}", sys::err_text(&e))))?;
+    let request_fd =
+        memfd_with(&request).map_err(|e| Error::Setup(format!("memfd for the policy: {}", sys::err_text(&e))))?;
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::Setup(format!("report pipe: {}", e.desc())))?;
 
@@ -119,9 +115,9 @@ pub(crate) fn spawn(
     })?;
     drop(report_w);
     drop(request_fd);
-    let status = child.wait().map_err(|e| {
-        Error::Setup(format!("wait for the sandbox init: {}", sys::err_text(&e)))
-    })?;
+    let status = child
+        .wait()
+        .map_err(|e| Error::Setup(format!("wait for the sandbox init: {}", sys::err_text(&e))))?;
 
     let enforcement = Enforcement { landlock_abi };
     let report = report::read_all(report_r);
@@ -188,10 +184,7 @@ fn validate(policy: &Policy, argv: &[String]) -> Result<(), Error> {
                 }
                 target
             }
-            Mount::Tmpfs { target }
-            | Mount::Proc { target }
-            | Mount::Dev { target }
-            | Mount::Dir { target } => target,
+            Mount::Tmpfs { target } | Mount::Proc { target } | Mount::Dev { target } | Mount::Dir { target } => target,
         };
         sandbox_path(target, "mount target")?;
         if target.parent().is_none() {
@@ -203,10 +196,7 @@ fn validate(policy: &Policy, argv: &[String]) -> Result<(), Error> {
     }
     sandbox_path(&policy.cwd, "working directory")?;
     if policy.hostname.is_empty() || policy.hostname.len() > 64 {
-        return bad(format!(
-            "hostname {:?} must have 1 to 64 bytes",
-            policy.hostname
-        ));
+        return bad(format!("hostname {:?} must have 1 to 64 bytes", policy.hostname));
     }
     no_nul(&policy.hostname, "hostname")?;
     for (k, v) in &policy.env {
@@ -310,19 +300,14 @@ fn probe_namespaces() -> Result<(), Error> {
             if buf.len() < 5 {
                 return Ok(());
             }
-            let errno = nix::errno::Errno::from_raw(i32::from_le_bytes([
-                buf[1], buf[2], buf[3], buf[4],
-            ]));
+            let errno = nix::errno::Errno::from_raw(i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]));
             let feature = match buf[0] {
                 1 => format!(
                     "unprivileged user, mount, pid, network, uts, ipc and cgroup namespaces \
                      (unshare: {})",
                     errno.desc()
                 ),
-                _ => format!(
-                    "mounting a tmpfs inside a user namespace (fsmount: {})",
-                    errno.desc()
-                ),
+                _ => format!("mounting a tmpfs inside a user namespace (fsmount: {})", errno.desc()),
             };
             Err(Error::Unsupported { feature })
         }
@@ -387,8 +372,8 @@ fn outer_init(request_fd: OwnedFd, reporter: &Reporter) -> Result<Never, Fail> {
         .and_then(|_| file.read_to_end(&mut buf))
         .map_err(|e| Fail::io("read the sandbox request", &e))?;
     drop(file);
-    let req: Request = serde_json::from_slice(&buf)
-        .map_err(|e| Fail::Setup(format!("decode the sandbox request: {e}")))?;
+    let req: Request =
+        serde_json::from_slice(&buf).map_err(|e| Fail::Setup(format!("decode the sandbox request: {e}")))?;
 
     let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
     nix::sched::unshare(NAMESPACES).map_err(|e| match e {
@@ -410,13 +395,11 @@ fn outer_init(request_fd: OwnedFd, reporter: &Reporter) -> Result<Never, Fail> {
         _ => {}
     }
     let uid_map = format!("{} {} 1\n", req.policy.uid, uid);
-    std::fs::write("/proc/self/uid_map", &uid_map).map_err(|e| {
-        Fail::io(format_args!("write {:?} to /proc/self/uid_map", uid_map.trim()), &e)
-    })?;
+    std::fs::write("/proc/self/uid_map", &uid_map)
+        .map_err(|e| Fail::io(format_args!("write {:?} to /proc/self/uid_map", uid_map.trim()), &e))?;
     let gid_map = format!("{} {} 1\n", req.policy.gid, gid);
-    std::fs::write("/proc/self/gid_map", &gid_map).map_err(|e| {
-        Fail::io(format_args!("write {:?} to /proc/self/gid_map", gid_map.trim()), &e)
-    })?;
+    std::fs::write("/proc/self/gid_map", &gid_map)
+        .map_err(|e| Fail::io(format_args!("write {:?} to /proc/self/gid_map", gid_map.trim()), &e))?;
     // The limit of our user namespace: the command cannot create user namespaces of its own
     // (and with them regain capabilities over new mount or network namespaces).
     std::fs::write("/proc/sys/user/max_user_namespaces", "0")
@@ -517,25 +500,18 @@ fn command(req: &Request) -> Result<Never, Fail> {
     let policy = &req.policy;
     // Its own session: no controlling terminal, so TIOCSTI on an inherited terminal cannot
     // inject input into the caller's shell.
-    nix::unistd::setsid().map_err(|e| Fail::errno("setsid", e))?;
     reset_signals();
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(policy.umask as _));
-    nix::unistd::chdir(&policy.cwd)
-        .map_err(|e| Fail::errno(format_args!("chdir {}", policy.cwd.display()), e))?;
+    nix::unistd::chdir(&policy.cwd).map_err(|e| Fail::errno(format_args!("chdir {}", policy.cwd.display()), e))?;
     // SAFETY: plain prctl.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
         return Err(Fail::io("set no_new_privs", &std::io::Error::last_os_error()));
     }
-    sys::drop_all_capabilities().map_err(|e| Fail::io("drop capabilities", &e))?;
     landlock::restrict(policy, req.landlock_abi)?;
 
     let cstr = |s: &str| CString::new(s).expect("validated: no NUL");
     let argv: Vec<CString> = req.argv.iter().map(|a| cstr(a)).collect();
-    let env: Vec<CString> = policy
-        .env
-        .iter()
-        .map(|(k, v)| cstr(&format!("{k}={v}")))
-        .collect();
+    let env: Vec<CString> = policy.env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect();
     let program = &req.argv[0];
     let candidates: Vec<String> = if program.contains('/') {
         vec![program.clone()]
@@ -544,7 +520,11 @@ fn command(req: &Request) -> Result<Never, Fail> {
         policy
             .env
             .get("PATH")
-            .map(|p| p.split(':').map(|d| format!("{}/{program}", if d.is_empty() { "." } else { d })).collect())
+            .map(|p| {
+                p.split(':')
+                    .map(|d| format!("{}/{program}", if d.is_empty() { "." } else { d }))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut last = nix::errno::Errno::ENOENT;
@@ -567,12 +547,7 @@ fn command(req: &Request) -> Result<Never, Fail> {
 /// process group (pid 1 -> the command), or 0 (not yet known: drop).
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 
-const FORWARDED: [Signal; 4] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
+const FORWARDED: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
 
 extern "C" fn forward(sig: libc::c_int) {
     let to = FORWARD_TO.load(Ordering::SeqCst);
@@ -586,11 +561,7 @@ extern "C" fn forward(sig: libc::c_int) {
 /// init only receives signals it has a handler for, so pid 1 needs this to be interruptible.
 fn forward_signals(to: i32) {
     FORWARD_TO.store(to, Ordering::SeqCst);
-    let action = SigAction::new(
-        SigHandler::Handler(forward),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
+    let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
     for sig in FORWARDED {
         // SAFETY: `forward` is async-signal-safe (an atomic load and kill).
         let _ = unsafe { signal::sigaction(sig, &action) };
@@ -650,9 +621,7 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
-            mounts: vec![Mount::Tmpfs {
-                target: "/tmp".into(),
-            }],
+            mounts: vec![Mount::Tmpfs { target: "/tmp".into() }],
             writable: vec!["/tmp".into()],
             hostname: "h".into(),
             uid: 1000,

@@ -11,8 +11,8 @@
 use crate::report::Fail;
 use crate::{Mount, Policy};
 use ::landlock::{
-    Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use std::path::Path;
 
@@ -78,9 +78,7 @@ pub fn restrict(policy: &Policy, abi: i32) -> Result<(), Fail> {
             .scope(Scope::from_all(abi_v))
             .map_err(|e| err("scope signals and abstract sockets", &e))?;
     }
-    let mut created = ruleset
-        .create()
-        .map_err(|e| err("create ruleset", &e))?;
+    let mut created = ruleset.create().map_err(|e| err("create ruleset", &e))?;
 
     created = add_path(created, Path::new("/"), read, abi_v, true)?;
     for w in &policy.writable {
@@ -95,9 +93,7 @@ pub fn restrict(policy: &Policy, abi: i32) -> Result<(), Fail> {
         }
     }
 
-    let status = created
-        .restrict_self()
-        .map_err(|e| err("restrict self", &e))?;
+    let status = created.restrict_self().map_err(|e| err("restrict self", &e))?;
     if status.ruleset != RulesetStatus::FullyEnforced {
         return Err(Fail::Unsupported(format!(
             "Landlock ABI {abi} fully enforced (got {:?})",
@@ -119,21 +115,14 @@ fn add_path(
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(created),
-        Err(e) => {
-            return Err(Fail::io(
-                format_args!("Landlock: allowed path {}", path.display()),
-                &e,
-            ))
-        }
+        Err(e) => return Err(Fail::io(format_args!("Landlock: allowed path {}", path.display()), &e)),
     };
     let access = if meta.is_dir() {
         access
     } else {
         access & AccessFs::from_file(abi)
     };
-    let fd = PathFd::new(path).map_err(|e| {
-        Fail::Setup(format!("Landlock: open {}: {e}", path.display()))
-    })?;
+    let fd = PathFd::new(path).map_err(|e| Fail::Setup(format!("Landlock: open {}: {e}", path.display())))?;
     created
         .add_rule(PathBeneath::new(fd, access))
         .map_err(|e| Fail::Setup(format!("Landlock: rule for {}: {e}", path.display())))

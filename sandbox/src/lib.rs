@@ -154,11 +154,7 @@ pub enum Error {
 /// [`Error::Unsupported`] when the kernel lacks namespaces or Landlock ABI >= 4;
 /// [`Error::Setup`] when a setup step fails; [`Error::Policy`] for relative targets or
 /// similar policy mistakes. A command that exits non-zero is NOT an error: see [`Outcome`].
-pub fn run(
-    policy: &Policy,
-    command: Command,
-    helper: &std::path::Path,
-) -> Result<(Outcome, Enforcement), Error> {
+pub fn run(policy: &Policy, command: Command, helper: &std::path::Path) -> Result<(Outcome, Enforcement), Error> {
     init::spawn(policy, command, helper)
 }
 

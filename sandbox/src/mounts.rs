@@ -60,34 +60,22 @@ pub fn capture(policy: &Policy) -> Result<Vec<Captured>, Fail> {
         .mounts
         .iter()
         .map(|m| match m {
-            Mount::Bind { source, target, .. } => sys::open_tree_clone(source)
-                .map(Captured::Tree)
-                .map_err(|e| {
-                    Fail::io(
-                        format_args!(
-                            "mount --bind {} on {}",
-                            source.display(),
-                            target.display()
-                        ),
-                        &e,
-                    )
-                }),
+            Mount::Bind { source, target, .. } => sys::open_tree_clone(source).map(Captured::Tree).map_err(|e| {
+                Fail::io(
+                    format_args!("mount --bind {} on {}", source.display(), target.display()),
+                    &e,
+                )
+            }),
             Mount::Dev { target } => DEVICES
                 .iter()
                 .map(|name| {
                     let host = Path::new("/dev").join(name);
-                    sys::open_tree_clone(&host)
-                        .map(|fd| (*name, fd))
-                        .map_err(|e| {
-                            Fail::io(
-                                format_args!(
-                                    "mount --bind {} on {}",
-                                    host.display(),
-                                    target.join(name).display()
-                                ),
-                                &e,
-                            )
-                        })
+                    sys::open_tree_clone(&host).map(|fd| (*name, fd)).map_err(|e| {
+                        Fail::io(
+                            format_args!("mount --bind {} on {}", host.display(), target.join(name).display()),
+                            &e,
+                        )
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Captured::Devices),
@@ -101,16 +89,12 @@ pub fn capture(policy: &Policy) -> Result<Vec<Captured>, Fail> {
 pub fn build(policy: &Policy, captured: Vec<Captured>) -> Result<OwnedFd, Fail> {
     let root = sys::new_fs(c"tmpfs", &[(c"mode", c"0755")], NOSUID_NODEV)
         .map_err(|e| Fail::io("mount tmpfs for the new root", &e))?;
-    let staging = STAGING
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_dir())
-        .ok_or_else(|| {
-            Fail::Setup(format!(
-                "no directory to stage the new root on (tried {})",
-                STAGING.join(", ")
-            ))
-        })?;
+    let staging = STAGING.iter().map(Path::new).find(|p| p.is_dir()).ok_or_else(|| {
+        Fail::Setup(format!(
+            "no directory to stage the new root on (tried {})",
+            STAGING.join(", ")
+        ))
+    })?;
     sys::move_mount_to_path(root.as_fd(), staging)
         .map_err(|e| Fail::io(format_args!("attach the new root at {}", staging.display()), &e))?;
 
@@ -127,8 +111,7 @@ pub fn enter(root: OwnedFd) -> Result<(), Fail> {
     sys::pivot_root_here().map_err(|e| Fail::io("pivot_root into the new root", &e))?;
     // The old root is now stacked on top of the new one at "/"; detach it with every host
     // mount below it.
-    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
-        .map_err(|e| Fail::errno("detach the old root", e))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(|e| Fail::errno("detach the old root", e))?;
     nix::unistd::chdir("/").map_err(|e| Fail::errno("chdir /", e))?;
     // Non-recursive: only the root tmpfs itself; the mounts on it keep their own flags.
     sys::mount_setattr(root.as_fd(), false, libc::MOUNT_ATTR_RDONLY)
@@ -169,20 +152,8 @@ fn apply(root: BorrowedFd<'_>, m: &Mount, cap: Captured) -> Result<(), Fail> {
             .map_err(|e| Fail::io(format_args!("{what}: create mount point"), &e))?;
             sys::move_mount(tree.as_fd(), point.as_fd()).map_err(|e| Fail::io(&what, &e))
         }
-        (Mount::Tmpfs { target }, _) => mount_new(
-            root,
-            target,
-            c"tmpfs",
-            &[(c"mode", c"1777")],
-            NOSUID_NODEV,
-        ),
-        (Mount::Proc { target }, _) => mount_new(
-            root,
-            target,
-            c"proc",
-            &[],
-            NOSUID_NODEV | libc::MOUNT_ATTR_NOEXEC,
-        ),
+        (Mount::Tmpfs { target }, _) => mount_new(root, target, c"tmpfs", &[(c"mode", c"1777")], NOSUID_NODEV),
+        (Mount::Proc { target }, _) => mount_new(root, target, c"proc", &[], NOSUID_NODEV | libc::MOUNT_ATTR_NOEXEC),
         (Mount::Dev { target }, Captured::Devices(devices)) => mount_dev(root, target, devices),
         (Mount::Symlink { link, points_to }, _) => {
             let what = format!("symlink {} -> {}", link.display(), points_to.display());
@@ -190,14 +161,7 @@ fn apply(root: BorrowedFd<'_>, m: &Mount, cap: Captured) -> Result<(), Fail> {
             nix::unistd::symlinkat(points_to.as_path(), parent.as_fd(), name.as_path())
                 .map_err(|e| Fail::errno(&what, e))
         }
-        (
-            Mount::File {
-                target,
-                contents,
-                mode,
-            },
-            _,
-        ) => write_file(root, target, contents.as_bytes(), *mode)
+        (Mount::File { target, contents, mode }, _) => write_file(root, target, contents.as_bytes(), *mode)
             .map_err(|e| Fail::io(format_args!("create file {}", target.display()), &e)),
         (Mount::Dir { target }, _) => ensure_dir(root, rel(target))
             .map(drop)
@@ -215,24 +179,15 @@ fn mount_new(
     opts: &[(&CStr, &CStr)],
     attrs: u64,
 ) -> Result<(), Fail> {
-    let what = format!(
-        "mount -t {} on {}",
-        fstype.to_string_lossy(),
-        target.display()
-    );
+    let what = format!("mount -t {} on {}", fstype.to_string_lossy(), target.display());
     let fs = sys::new_fs(fstype, opts, attrs).map_err(|e| Fail::io(&what, &e))?;
-    let point = ensure_dir(root, rel(target))
-        .map_err(|e| Fail::io(format_args!("{what}: create mount point"), &e))?;
+    let point = ensure_dir(root, rel(target)).map_err(|e| Fail::io(format_args!("{what}: create mount point"), &e))?;
     sys::move_mount(fs.as_fd(), point.as_fd()).map_err(|e| Fail::io(&what, &e))
 }
 
 /// A minimal /dev: tmpfs, host device nodes bound on empty files, the usual symlinks, a
 /// private devpts instance (skipped when the kernel refuses it) and a /dev/shm tmpfs.
-fn mount_dev(
-    root: BorrowedFd<'_>,
-    target: &Path,
-    devices: Vec<(&'static str, OwnedFd)>,
-) -> Result<(), Fail> {
+fn mount_dev(root: BorrowedFd<'_>, target: &Path, devices: Vec<(&'static str, OwnedFd)>) -> Result<(), Fail> {
     mount_new(
         root,
         target,
@@ -244,52 +199,31 @@ fn mount_dev(
         let dest = target.join(name);
         let what = format!("mount --bind /dev/{name} on {}", dest.display());
         // Not nodev (the whole point), but nosuid like everything else.
-        sys::mount_setattr(tree.as_fd(), true, libc::MOUNT_ATTR_NOSUID)
-            .map_err(|e| Fail::io(&what, &e))?;
-        let point = ensure_file(root, rel(&dest))
-            .map_err(|e| Fail::io(format_args!("{what}: create mount point"), &e))?;
+        sys::mount_setattr(tree.as_fd(), true, libc::MOUNT_ATTR_NOSUID).map_err(|e| Fail::io(&what, &e))?;
+        let point =
+            ensure_file(root, rel(&dest)).map_err(|e| Fail::io(format_args!("{what}: create mount point"), &e))?;
         sys::move_mount(tree.as_fd(), point.as_fd()).map_err(|e| Fail::io(&what, &e))?;
     }
-    let dir = ensure_dir(root, rel(target))
-        .map_err(|e| Fail::io(format_args!("open {}", target.display()), &e))?;
+    let dir = ensure_dir(root, rel(target)).map_err(|e| Fail::io(format_args!("open {}", target.display()), &e))?;
     for (name, dest) in DEV_LINKS {
-        nix::unistd::symlinkat(dest, dir.as_fd(), name).map_err(|e| {
-            Fail::errno(
-                format_args!("symlink {} -> {dest}", target.join(name).display()),
-                e,
-            )
-        })?;
+        nix::unistd::symlinkat(dest, dir.as_fd(), name)
+            .map_err(|e| Fail::errno(format_args!("symlink {} -> {dest}", target.join(name).display()), e))?;
     }
     // A private devpts instance, so that ptys opened inside never reach the host's. Some
     // kernels or container setups refuse it: a sandbox without ptys is still useful for
     // builds, so skip it then (the ptmx symlink dangles).
     let pts = sys::new_fs(
         c"devpts",
-        &[
-            (c"newinstance", c""),
-            (c"ptmxmode", c"0666"),
-            (c"mode", c"0620"),
-        ],
+        &[(c"newinstance", c""), (c"ptmxmode", c"0666"), (c"mode", c"0620")],
         NOSUID_NODEV | libc::MOUNT_ATTR_NOEXEC,
     );
     if let Ok(pts) = pts {
-        let point = ensure_dir(root, &rel(target).join("pts")).map_err(|e| {
-            Fail::io(format_args!("create {}", target.join("pts").display()), &e)
-        })?;
-        sys::move_mount(pts.as_fd(), point.as_fd()).map_err(|e| {
-            Fail::io(
-                format_args!("mount -t devpts on {}", target.join("pts").display()),
-                &e,
-            )
-        })?;
+        let point = ensure_dir(root, &rel(target).join("pts"))
+            .map_err(|e| Fail::io(format_args!("create {}", target.join("pts").display()), &e))?;
+        sys::move_mount(pts.as_fd(), point.as_fd())
+            .map_err(|e| Fail::io(format_args!("mount -t devpts on {}", target.join("pts").display()), &e))?;
     }
-    mount_new(
-        root,
-        &target.join("shm"),
-        c"tmpfs",
-        &[(c"mode", c"1777")],
-        NOSUID_NODEV,
-    )
+    mount_new(root, &target.join("shm"), c"tmpfs", &[(c"mode", c"1777")], NOSUID_NODEV)
 }
 
 fn write_file(root: BorrowedFd<'_>, target: &Path, contents: &[u8], mode: u32) -> io::Result<()> {

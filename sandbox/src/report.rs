@@ -164,9 +164,7 @@ mod tests {
         let report = read_all(r);
         assert_eq!(
             report.fail,
-            Some(Fail::Setup(
-                "mount --bind /x on /y: No such file or directory".into()
-            ))
+            Some(Fail::Setup("mount --bind /x on /y: No such file or directory".into()))
         );
         assert_eq!(report.outcome, Some(Outcome::Signaled(9)));
     }

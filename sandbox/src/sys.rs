@@ -67,9 +67,7 @@ pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
 /// value sets a flag option), mounted with the `MOUNT_ATTR_*` bits `attrs`.
 pub fn new_fs(fstype: &CStr, opts: &[(&CStr, &CStr)], attrs: u64) -> io::Result<OwnedFd> {
     // SAFETY: `fstype` is NUL-terminated; the result is checked.
-    let fsfd = fd_result(unsafe {
-        libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC)
-    })?;
+    let fsfd = fd_result(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
     for (key, value) in opts {
         let (cmd, val) = if value.is_empty() {
             (libc::FSCONFIG_SET_FLAG, std::ptr::null())
@@ -78,16 +76,7 @@ pub fn new_fs(fstype: &CStr, opts: &[(&CStr, &CStr)], attrs: u64) -> io::Result<
         };
         // SAFETY: key/value are NUL-terminated strings (or NULL for a flag) that outlive the
         // call; `fsfd` is a live fs context.
-        unit_result(unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fsfd.as_raw_fd(),
-                cmd,
-                key.as_ptr(),
-                val,
-                0,
-            )
-        })?;
+        unit_result(unsafe { libc::syscall(libc::SYS_fsconfig, fsfd.as_raw_fd(), cmd, key.as_ptr(), val, 0) })?;
     }
     // SAFETY: as above; no pointers besides NULL.
     unit_result(unsafe {
@@ -238,15 +227,7 @@ pub fn drop_all_capabilities() -> io::Result<()> {
         }
     }
     // SAFETY: plain integer arguments.
-    let r = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    };
+    let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -260,21 +241,14 @@ pub fn drop_all_capabilities() -> io::Result<()> {
         inheritable: 0,
     }; 2];
     // SAFETY: header and the two-element data array (version 3 layout) outlive the call.
-    unit_result(unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut CapHeader,
-            data.as_ptr(),
-        )
-    })
+    unit_result(unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) })
 }
 
 /// Bring the interface `lo` up in the current network namespace (`SIOCSIFFLAGS`).
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: creating a socket has no memory-safety preconditions.
-    let sock = fd_result(unsafe {
-        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
-    } as libc::c_long)?;
+    let sock =
+        fd_result(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) } as libc::c_long)?;
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {

@@ -38,15 +38,13 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
     let scratch = store.temp_dir("dist-")?;
     let mut artifacts = Vec::new();
     for &arch in &prepared.arches {
-        let artifact = dist::write_artifact(&prepared.set, &prepared.plan, &results, arch, &args.out, scratch.path())?;
+        let artifact = dist::write_artifact(&store, &prepared.set, &prepared.plan, &results, arch, &args.out, scratch.path())?;
         let mut root = Root::default();
-        for (node, result) in prepared.plan.nodes.iter().zip(&results) {
-            if node.arch == arch {
-                root.outputs.insert(node.input_hash.to_string());
-                root.sources.extend(node.source_digests.iter().map(|d| d.to_string()));
-                let _ = &result.built;
-            }
+        for node in prepared.plan.nodes.iter().filter(|n| n.arch == arch) {
+            root.outputs.insert(node.input_hash.to_string());
+            root.sources.extend(node.source_digests.iter().map(|d| d.to_string()));
         }
+        root.artifacts.insert(format!("{}.tar.gz", artifact.cache_key));
         store.write_root(&format!("{}-{arch}", prepared.set.name), &root)?;
         artifacts.push(artifact);
     }

@@ -246,3 +246,30 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
     }
 }
+
+#[test]
+fn two_hb_processes_share_one_store() {
+    let hb = Hb::new();
+    let set = hb.fixture("basic");
+    let spawn = |out: &str| {
+        hb.command()
+            .args(["--json", "build", "--out", out, set.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn("dist-a");
+    let b = spawn("dist-b");
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success(), "{}\n{}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
+    // Each node was built exactly once; the other process found it in the store.
+    let built = |out: &[u8]| -> usize {
+        let report: serde_json::Value = serde_json::from_slice(out).unwrap();
+        report["nodes"].as_array().unwrap().iter().filter(|n| n["cached"] == false).count()
+    };
+    assert_eq!(built(&a.stdout) + built(&b.stdout), 3);
+    assert_eq!(std::fs::read(hb.work().join("dist-a/basic-linux-amd64.tar.gz")).unwrap(),
+               std::fs::read(hb.work().join("dist-b/basic-linux-amd64.tar.gz")).unwrap());
+    hb.run(&["store", "verify"]).expect_code(0);
+}

@@ -4,4 +4,6 @@ mod build;
 mod common;
 mod errors;
 mod sandbox;
+mod shell;
 mod store;
+mod toolchain;

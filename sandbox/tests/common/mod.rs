@@ -111,7 +111,8 @@ impl Sandbox {
 
     /// Run `argv` with stdout and stderr captured; panics on a sandbox error.
     pub fn run(&self, argv: &[&str]) -> Ran {
-        self.try_run(argv, None).unwrap_or_else(|e| panic!("sandbox error: {e}"))
+        self.try_run(argv, None)
+            .unwrap_or_else(|e| panic!("sandbox error: {e}"))
     }
 
     /// Run `/bin/sh -c script`.
@@ -174,8 +175,9 @@ impl Ran {
     }
 }
 
-/// Host processes whose command line contains `needle`.
-pub fn host_processes_with(needle: &str) -> Vec<String> {
+/// Host processes one of whose arguments is exactly `arg` (a unique `sleep` duration, say;
+/// a shell whose script merely mentions it does not count).
+pub fn host_processes_with(arg: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = entry.file_name();
@@ -183,9 +185,9 @@ pub fn host_processes_with(needle: &str) -> Vec<String> {
             continue;
         }
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(needle) {
-                found.push(format!("{}: {cmdline}", name.to_string_lossy()));
+            if cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes()) {
+                let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                found.push(format!("{}: {shown}", name.to_string_lossy()));
             }
         }
     }
