@@ -118,7 +118,16 @@ fn sandbox() {
             .arg("--bind")
             .arg(&out)
             .arg("/out")
-            .args(["--hostname", "hb-build", "--chdir", "/build", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin"])
+            .args([
+                "--hostname",
+                "hb-build",
+                "--chdir",
+                "/build",
+                "--clearenv",
+                "--setenv",
+                "PATH",
+                "/usr/bin:/bin",
+            ])
             .arg("/bin/true")
             .status()
             .unwrap();
@@ -127,7 +136,10 @@ fn sandbox() {
     }
     let bwrap_median = median(samples);
     println!("  bwrap --unshare-all, same mounts     {:7.2} ms", ms(bwrap_median));
-    println!("  ratio hb / bwrap                     {:7.2}", ms(hb_median) / ms(bwrap_median));
+    println!(
+        "  ratio hb / bwrap                     {:7.2}",
+        ms(hb_median) / ms(bwrap_median)
+    );
 }
 
 /// `hb build` of a set whose outputs are all cached (fixtures/basic and, when its sources
@@ -141,7 +153,9 @@ fn cached_build() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = std::env::var_os("HB_STORE").map(PathBuf::from).unwrap_or_else(|| dir.path().join("store"));
+    let store = std::env::var_os("HB_STORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("store"));
     for set in ["fixtures/basic", "recipes/toolchain"] {
         let run = || {
             Command::new(&hb)

@@ -144,28 +144,29 @@ impl NodeBuild<'_> {
         let src_dir = build_dir.join("src");
         let out_dir = work.join("out");
         for dir in [&src_dir, &out_dir] {
-            fs_err::create_dir_all(dir).map_err(|e| self.store_err(std::io::Error::from(e)))?;
+            fs_err::create_dir_all(dir).map_err(|e| self.store_err(e))?;
         }
-        for (source, path) in self.package.sources.iter().zip(&self.sources) {
+        for (index, (source, path)) in self.package.sources.iter().zip(&self.sources).enumerate() {
             let dest = if source.dest.is_empty() {
                 src_dir.clone()
             } else {
                 src_dir.join(&source.dest)
             };
+            // Each source is unpacked into a fresh directory, then moved into place, so a
+            // later source can land in a directory an earlier one populated.
+            let staging = work.join(format!("source-{index}"));
             let unpacked = match &source.kind {
-                SourceKind::Remote { .. } => {
-                    fs_err::create_dir_all(&dest).map_err(|e| self.store_err(std::io::Error::from(e)))?;
-                    archive::unpack_file(
-                        path,
-                        &dest,
-                        &UnpackOptions {
-                            strip_single_top_dir: true,
-                        },
-                    )
-                    .map(|_| ())
-                }
-                SourceKind::LocalDir { .. } => copy_tree(path, &dest),
-            };
+                SourceKind::Remote { .. } => archive::unpack_file(
+                    path,
+                    &staging,
+                    &UnpackOptions {
+                        strip_single_top_dir: true,
+                    },
+                )
+                .map(|_| ()),
+                SourceKind::LocalDir { .. } => copy_tree(path, &staging),
+            }
+            .and_then(|()| merge_into(&staging, &dest));
             unpacked.map_err(|source_err| BuildError::Unpack {
                 package: self.package.name.to_string(),
                 source_name: source.display_name(),
@@ -208,7 +209,7 @@ impl NodeBuild<'_> {
         let (build_dir, out_dir) = self.prepare_work(work)?;
 
         let log_path = work.join("build.log");
-        let mut log = fs_err::File::create(&log_path).map_err(|e| self.store_err(std::io::Error::from(e)))?;
+        let mut log = fs_err::File::create(&log_path).map_err(|e| self.store_err(e))?;
         let _ = writeln!(
             log,
             "hb: building {} {} for {} (input {}) in the {} environment{}",
@@ -250,8 +251,8 @@ impl NodeBuild<'_> {
         }
 
         let staging = work.join("staging");
-        fs_err::create_dir(&staging).map_err(|e| self.store_err(std::io::Error::from(e)))?;
-        fs_err::rename(&out_dir, staging.join("tree")).map_err(|e| self.store_err(std::io::Error::from(e)))?;
+        fs_err::create_dir(&staging).map_err(|e| self.store_err(e))?;
+        fs_err::rename(&out_dir, staging.join("tree")).map_err(|e| self.store_err(e))?;
         let manifest = archive::manifest(&staging.join("tree")).map_err(|e| self.store_err(e))?;
         let meta = OutputMeta {
             package: self.package.name.to_string(),
@@ -267,14 +268,14 @@ impl NodeBuild<'_> {
             landlock_abi: enforcement.landlock_abi,
         };
         let write_json = |name: &str, bytes: Vec<u8>| -> Result<(), BuildError> {
-            fs_err::write(staging.join(name), bytes).map_err(|e| self.store_err(std::io::Error::from(e)))
+            fs_err::write(staging.join(name), bytes).map_err(|e| self.store_err(e))
         };
         write_json(
             "manifest.json",
             serde_json::to_vec_pretty(&manifest).expect("plain data"),
         )?;
         drop(log);
-        fs_err::rename(&log_path, staging.join("build.log")).map_err(|e| self.store_err(std::io::Error::from(e)))?;
+        fs_err::rename(&log_path, staging.join("build.log")).map_err(|e| self.store_err(e))?;
         // meta.json last: its presence is what marks an output complete.
         write_json("meta.json", serde_json::to_vec_pretty(&meta).expect("plain data"))?;
         let output_dir = store
@@ -443,8 +444,42 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Move the entries of `from` into `to` (created if needed); an entry that exists in both
+/// is an error unless both are directories, which are merged.
+fn merge_into(from: &Path, to: &Path) -> Result<(), archive::ArchiveError> {
+    let io = |path: &Path, source: std::io::Error| archive::ArchiveError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(to).map_err(|e| io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| io(from, e))? {
+        let entry = entry.map_err(|e| io(from, e))?;
+        let dest = to.join(entry.file_name());
+        match std::fs::symlink_metadata(&dest) {
+            Err(_) => std::fs::rename(entry.path(), &dest).map_err(|e| io(&dest, e))?,
+            Ok(existing) if existing.is_dir() && entry.file_type().map_err(|e| io(&dest, e))?.is_dir() => {
+                merge_into(&entry.path(), &dest)?
+            }
+            Ok(_) => {
+                return Err(io(
+                    &dest,
+                    std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "an earlier source already provides this path",
+                    ),
+                ))
+            }
+        }
+    }
+    std::fs::remove_dir(from).map_err(|e| io(from, e))
+}
+
 /// Copy a local source directory (fixtures) into the work directory.
 fn copy_tree(from: &Path, to: &Path) -> Result<(), archive::ArchiveError> {
+    std::fs::create_dir_all(to).map_err(|source| archive::ArchiveError::Io {
+        path: to.to_owned(),
+        source,
+    })?;
     let io = |path: &Path, source: std::io::Error| archive::ArchiveError::Io {
         path: path.to_owned(),
         source,

@@ -112,13 +112,13 @@ pub fn write_artifact(
         packages,
     };
     let manifest_root = scratch.join(format!("manifest-{arch}"));
-    fs_err::create_dir_all(&manifest_root).map_err(|e| StoreError::Io(e.into()))?;
+    fs_err::create_dir_all(&manifest_root).map_err(StoreError::Io)?;
     let mut manifest_json = serde_json::to_vec_pretty(&manifest).expect("plain data");
     manifest_json.push(b'\n');
-    fs_err::write(manifest_root.join(MANIFEST_NAME), &manifest_json).map_err(|e| StoreError::Io(e.into()))?;
+    fs_err::write(manifest_root.join(MANIFEST_NAME), &manifest_json).map_err(StoreError::Io)?;
     roots.push(manifest_root);
 
-    fs_err::create_dir_all(out_dir).map_err(|e| StoreError::Io(e.into()))?;
+    fs_err::create_dir_all(out_dir).map_err(StoreError::Io)?;
     let name = artifact_name(&set.name, arch);
     let path = out_dir.join(&name);
     let options = PackOptions {

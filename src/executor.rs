@@ -59,7 +59,7 @@ pub struct NodeResult {
 enum State {
     Pending,
     Running,
-    Done(NodeResult),
+    Done(Box<NodeResult>),
     Failed,
 }
 
@@ -112,7 +112,7 @@ impl Executor<'_> {
                     if !cached {
                         self.ui.status(&format!("{label}: {how}"));
                     }
-                    states[i] = State::Done(NodeResult { built, cached });
+                    states[i] = State::Done(Box::new(NodeResult { built, cached }));
                 }
                 Err(e) => {
                     states[i] = State::Failed;
@@ -131,7 +131,7 @@ impl Executor<'_> {
         Ok(states
             .into_iter()
             .map(|s| match s {
-                State::Done(r) => r,
+                State::Done(r) => *r,
                 _ => unreachable!("without an error every node is done"),
             })
             .collect())

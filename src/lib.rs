@@ -5,6 +5,10 @@
 //! sandbox (`hb-sandbox` crate) on an [`env`] root file system, and [`dist`] packs the
 //! artifacts with [`archive`]. [`commands`] glue these together per CLI command.
 
+// Errors are the cold path and carry what a person needs (paths, URLs, log tails); boxing
+// them everywhere would only add noise.
+#![allow(clippy::result_large_err)]
+
 pub mod archive;
 pub mod build;
 pub mod cli;

@@ -78,7 +78,7 @@ impl SourceFile {
     fn read(path: &Path) -> Result<Self, RecipeError> {
         let text = fs_err::read_to_string(path).map_err(|source| RecipeError::Io {
             path: path.to_owned(),
-            source: source.into(),
+            source,
         })?;
         Ok(SourceFile {
             display: path.display().to_string(),
@@ -283,7 +283,7 @@ pub fn load(path: &Path) -> Result<Selection, RecipeError> {
         let set = load_set(dir)?;
         let canonical = fs_err::canonicalize(path).map_err(|e| RecipeError::Io {
             path: path.to_owned(),
-            source: e.into(),
+            source: e,
         })?;
         let package = set
             .packages
@@ -355,7 +355,7 @@ pub fn load_set(dir: &Path) -> Result<Set, RecipeError> {
     let mut entries: Vec<PathBuf> = fs_err::read_dir(dir)
         .map_err(|e| RecipeError::Io {
             path: dir.to_owned(),
-            source: e.into(),
+            source: e,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.file_name().is_some_and(|n| n != "set.toml"))
@@ -363,7 +363,7 @@ pub fn load_set(dir: &Path) -> Result<Set, RecipeError> {
     entries.sort();
 
     let mut packages: BTreeMap<PackageName, Package> = BTreeMap::new();
-    let mut name_spans: BTreeMap<PackageName, (SourceFile, Vec<(String, Range<usize>)>)> = BTreeMap::new();
+    let mut name_spans: BTreeMap<PackageName, (SourceFile, DepSpans)> = BTreeMap::new();
     for file_path in entries {
         let file = SourceFile::read(&file_path)?;
         let (package, dep_spans) = parse_package(&file, &file_path)?;
@@ -421,7 +421,12 @@ fn parse_environment(file: &SourceFile, env: &RawEnvironment, span: Range<usize>
     let kind = &env.kind;
     match kind.get_ref().as_str() {
         "host" => {
-            if let Some(extra) = env.suite.as_ref().map(|s| s.span()).or(env.packages.as_ref().map(|_| span.clone())) {
+            if let Some(extra) = env
+                .suite
+                .as_ref()
+                .map(|s| s.span())
+                .or(env.packages.as_ref().map(|_| span.clone()))
+            {
                 return Err(RecipeError::at(
                     file,
                     extra,
@@ -440,9 +445,15 @@ fn parse_environment(file: &SourceFile, env: &RawEnvironment, span: Range<usize>
                     None,
                 )
             })?;
-            let valid_word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-+.:_".contains(c));
+            let valid_word =
+                |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-+.:_".contains(c));
             if !valid_word(suite.get_ref()) {
-                return Err(RecipeError::at(file, suite.span(), format!("environment.suite: invalid suite {:?}", suite.get_ref()), None));
+                return Err(RecipeError::at(
+                    file,
+                    suite.span(),
+                    format!("environment.suite: invalid suite {:?}", suite.get_ref()),
+                    None,
+                ));
             }
             let packages = env.packages.as_ref().ok_or_else(|| {
                 RecipeError::at(
@@ -454,7 +465,12 @@ fn parse_environment(file: &SourceFile, env: &RawEnvironment, span: Range<usize>
             })?;
             for p in packages {
                 if !valid_word(p.get_ref()) {
-                    return Err(RecipeError::at(file, p.span(), format!("environment.packages: invalid package name {:?}", p.get_ref()), None));
+                    return Err(RecipeError::at(
+                        file,
+                        p.span(),
+                        format!("environment.packages: invalid package name {:?}", p.get_ref()),
+                        None,
+                    ));
                 }
             }
             let mut links = BTreeMap::new();

@@ -73,7 +73,7 @@ impl Ui {
         } else {
             "warning:"
         };
-        let _ = self.multi.suspend(|| eprintln!("{prefix} {message}"));
+        self.multi.suspend(|| eprintln!("{prefix} {message}"));
     }
 
     pub fn debug(&self, message: &str) {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! caller (hb)            spawn(): validate, Landlock ABI check, Request -> memfd,
-//!   |                    report pipe, std::process::Command(helper), wait, read report
+//!   |                    report pipe, posix_spawn(helper), wait, read report
 //!   `- outer init        helper re-executed with HB_SANDBOX_INIT: PDEATHSIG, unshare(user,
 //!      |                 mnt, pid, net, uts, ipc, cgroup), uid/gid maps, forbid nested user
 //!      |                 namespaces, fork; forwards SIGINT/TERM/HUP/QUIT; exits like pid 1
@@ -27,8 +27,7 @@ use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -70,54 +69,45 @@ pub(crate) fn spawn(policy: &Policy, command: Command, helper: &Path) -> Result<
         landlock_abi,
     })
     .map_err(|e| Error::Policy(format!("cannot serialize: {e}")))?;
-    let request_fd =
-        memfd_with(&request).map_err(|e| Error::Setup(format!("memfd for the policy: {}", sys::err_text(&e))))?;
+    let request_fd = memfd_with(&request)
+        .and_then(sys::above_stdio)
+        .map_err(|e| Error::Setup(format!("memfd for the policy: {}", sys::err_text(&e))))?;
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::Setup(format!("report pipe: {}", e.desc())))?;
+        .map_err(std::io::Error::from)
+        .and_then(|(r, w)| Ok((r, sys::above_stdio(w)?)))
+        .map_err(|e| Error::Setup(format!("report pipe: {}", sys::err_text(&e))))?;
 
-    let mut cmd = std::process::Command::new(helper);
-    cmd.arg0("hb-sandbox-init").env_clear().env(
-        MARKER,
-        format!(
-            "{},{},{}",
-            request_fd.as_raw_fd(),
-            report_w.as_raw_fd(),
-            std::process::id()
-        ),
+    let marker = format!(
+        "{MARKER}={},{},{}",
+        request_fd.as_raw_fd(),
+        report_w.as_raw_fd(),
+        std::process::id()
     );
-    if let Some(f) = command.stdin {
-        cmd.stdin(f);
-    }
-    if let Some(f) = command.stdout {
-        cmd.stdout(f);
-    }
-    if let Some(f) = command.stderr {
-        cmd.stderr(f);
-    }
-    let keep = [request_fd.as_raw_fd(), report_w.as_raw_fd()];
-    // SAFETY: the closure runs between fork and exec in the child and only calls fcntl,
-    // which is async-signal-safe. It makes exactly our two descriptors survive the exec
-    // (every other descriptor keeps its close-on-exec flag), without ever exposing them
-    // to other children the caller's other threads may be spawning concurrently.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in keep {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+    let env = [CString::new(marker).expect("no NUL in numbers")];
+    let stdio = [&command.stdin, &command.stdout, &command.stderr].map(|f| f.as_ref().map(|f| f.as_fd()));
+    let pid = sys::spawn(
+        helper,
+        c"hb-sandbox-init",
+        &env,
+        stdio,
+        &[request_fd.as_fd(), report_w.as_fd()],
+    )
+    .map_err(|source| Error::Spawn {
         path: helper.to_path_buf(),
         source,
     })?;
     drop(report_w);
     drop(request_fd);
-    let status = child
-        .wait()
-        .map_err(|e| Error::Setup(format!("wait for the sandbox init: {}", sys::err_text(&e))))?;
+    drop(command.stdin);
+    drop(command.stdout);
+    drop(command.stderr);
+    let status = loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => break s,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Setup(format!("wait for the sandbox init: {}", e.desc()))),
+        }
+    };
 
     let enforcement = Enforcement { landlock_abi };
     let report = report::read_all(report_r);
@@ -129,18 +119,18 @@ pub(crate) fn spawn(policy: &Policy, command: Command, helper: &Path) -> Result<
     }
     // No report at all: the sandbox was killed from outside (say, by a timeout or the OOM
     // killer), or the helper is not a sandbox init.
-    use std::os::unix::process::ExitStatusExt;
-    match status.signal() {
-        Some(sig) => Ok((Outcome::Signaled(sig), enforcement)),
-        None => Err(Error::Setup(format!(
-            "the sandbox init {} ended ({status}) without a report; does its main call \
-             hb_sandbox::init_if_requested() first?",
+    match status {
+        WaitStatus::Signaled(_, sig, _) => Ok((Outcome::Signaled(sig as i32), enforcement)),
+        WaitStatus::Exited(_, code) => Err(Error::Setup(format!(
+            "the sandbox init {} exited with code {code} without a report; does its main \
+             call hb_sandbox::init_if_requested() first?",
             helper.display()
         ))),
+        _ => unreachable!("the wait loop only returns exits and deaths by signal"),
     }
 }
 
-/// A sealed-size anonymous file holding `data`, close-on-exec.
+/// An anonymous file (memfd) holding `data`, close-on-exec.
 fn memfd_with(data: &[u8]) -> std::io::Result<OwnedFd> {
     // SAFETY: a static NUL-terminated name; the result is checked.
     let fd = unsafe { libc::memfd_create(c"hb-sandbox-request".as_ptr(), libc::MFD_CLOEXEC) };
@@ -345,6 +335,7 @@ pub fn init_if_requested() {
             Reporter::new(OwnedFd::from_raw_fd(report_fd as RawFd)),
         )
     };
+    reporter.report_panics();
     // Die with the caller. If it died before the prctl, we were re-parented: stop now.
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
@@ -500,6 +491,7 @@ fn command(req: &Request) -> Result<Never, Fail> {
     let policy = &req.policy;
     // Its own session: no controlling terminal, so TIOCSTI on an inherited terminal cannot
     // inject input into the caller's shell.
+    nix::unistd::setsid().map_err(|e| Fail::errno("setsid", e))?;
     reset_signals();
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(policy.umask as _));
     nix::unistd::chdir(&policy.cwd).map_err(|e| Fail::errno(format_args!("chdir {}", policy.cwd.display()), e))?;
@@ -507,6 +499,7 @@ fn command(req: &Request) -> Result<Never, Fail> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
         return Err(Fail::io("set no_new_privs", &std::io::Error::last_os_error()));
     }
+    sys::drop_all_capabilities().map_err(|e| Fail::io("drop capabilities", &e))?;
     landlock::restrict(policy, req.landlock_abi)?;
 
     let cstr = |s: &str| CString::new(s).expect("validated: no NUL");

@@ -89,7 +89,8 @@ pub struct Policy {
 /// What to run and where its output goes.
 #[derive(Debug)]
 pub struct Command {
-    /// Program path inside the sandbox, then its arguments.
+    /// Program path inside the sandbox, then its arguments. A program name without `/` is
+    /// looked up in the `PATH` of `policy.env` (never the caller's), like `execvp`.
     pub argv: Vec<String>,
     /// Standard streams of the command. `None` inherits the caller's.
     pub stdin: Option<std::fs::File>,

@@ -14,6 +14,7 @@
 use crate::{Error, Outcome};
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// A failure inside the sandbox's setup, as it travels back to the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,13 +60,21 @@ impl Reporter {
     }
 
     fn record(&self, tag: u8, payload: &[u8]) {
-        let payload = &payload[..payload.len().min(MAX_PAYLOAD)];
-        let mut buf = Vec::with_capacity(5 + payload.len());
-        buf.push(tag);
-        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(payload);
         // Nothing useful can be done if the caller went away: ignore the result.
-        let _ = nix::unistd::write(&self.fd, &buf);
+        let _ = nix::unistd::write(&self.fd, &encode(tag, payload));
+    }
+
+    /// Report a panic in any sandbox process (before the command's `execve`) as a setup
+    /// failure, instead of leaving the caller with a bare exit status.
+    pub fn report_panics(&self) {
+        PANIC_FD.store(self.fd.as_raw_fd(), Ordering::SeqCst);
+        std::panic::set_hook(Box::new(|info| {
+            let msg = format!("sandbox init panicked: {info}");
+            let record = encode(b'S', truncate_utf8(&msg).as_bytes());
+            // SAFETY: writes a live buffer to the report descriptor, which stays open for the
+            // life of the process (the Reporter lives until exit).
+            unsafe { libc::write(PANIC_FD.load(Ordering::SeqCst), record.as_ptr().cast(), record.len()) };
+        }));
     }
 
     pub fn fail(&self, f: &Fail) {
@@ -81,6 +90,18 @@ impl Reporter {
             Outcome::Signaled(s) => self.record(b'K', &s.to_le_bytes()),
         }
     }
+}
+
+/// Descriptor the panic hook reports to (see [`Reporter::report_panics`]).
+static PANIC_FD: AtomicI32 = AtomicI32::new(-1);
+
+fn encode(tag: u8, payload: &[u8]) -> Vec<u8> {
+    let payload = &payload[..payload.len().min(MAX_PAYLOAD)];
+    let mut buf = Vec::with_capacity(5 + payload.len());
+    buf.push(tag);
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(payload);
+    buf
 }
 
 fn truncate_utf8(s: &str) -> &str {

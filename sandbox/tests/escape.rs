@@ -292,10 +292,8 @@ fn the_hostname_is_the_policys_and_cannot_change() {
     let sb = Sandbox::new();
     // The sysctl file is the other way in; it matters when hb runs as host root, since the
     // sandbox user then owns root's files as far as permission bits go.
-    let r = sb.sh(
-        "hostname; hostname evil && echo CHANGED; \
-         echo evil > /proc/sys/kernel/hostname && echo CHANGED; hostname; uname -n",
-    );
+    let r = sb.sh("hostname; hostname evil && echo CHANGED; \
+         echo evil > /proc/sys/kernel/hostname && echo CHANGED; hostname; uname -n");
     assert_eq!(nix::unistd::gethostname().unwrap(), before);
     assert!(!r.stdout.contains("CHANGED"), "{}", r.stdout);
     assert_eq!(r.stdout, "hb-sandbox\nhb-sandbox\nhb-sandbox\n", "{}", r.stderr);
@@ -319,4 +317,46 @@ fn no_descriptor_of_the_caller_leaks_into_the_command() {
     assert!(!r.stdout.contains("LEAKED"), "{}", r.stdout);
     // 0, 1, 2 and the directory ls is reading.
     assert_eq!(r.stdout, "0\n1\n2\n3\n", "{}", r.stderr);
+}
+
+#[test]
+fn read_only_binds_are_read_only_all_the_way_down() {
+    require_support!();
+    // Host /dev has sub-mounts (/dev/shm, /dev/pts). Listing the target as writable leaves
+    // the mount flags as the only barrier.
+    let has_shm_mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/dev/shm"));
+    if !has_shm_mount {
+        eprintln!("SKIPPED: the host has no /dev/shm mount to test recursive binds with");
+        return;
+    }
+    let mut sb = Sandbox::new();
+    sb.policy.mounts.push(hb_sandbox::Mount::Bind {
+        source: "/dev".into(),
+        target: "/hostdev".into(),
+        writable: false,
+    });
+    sb.policy.writable.push("/hostdev/shm".into());
+    // A file bind, on a path whose parents do not exist yet.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "bound file\n").unwrap();
+    sb.policy.mounts.push(hb_sandbox::Mount::Bind {
+        source: file.path().to_path_buf(),
+        target: "/etc/deep/bound.txt".into(),
+        writable: false,
+    });
+    let name = format!("hb-sandbox-test-{}", std::process::id());
+    let r = sb.sh(&format!(
+        "cat /etc/deep/bound.txt; echo x > /etc/deep/bound.txt && echo WROTE_FILE; \
+         echo x > /hostdev/shm/{name} && echo WROTE_SHM; \
+         grep ' /hostdev/shm ' /proc/self/mountinfo"
+    ));
+    assert!(r.stdout.starts_with("bound file\n"), "{}{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("WROTE"), "{}", r.stdout);
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    assert!(r.stdout.contains(" /hostdev/shm ro,"), "{}", r.stdout);
+    assert!(!std::path::Path::new("/dev/shm").join(&name).exists());
+    assert_eq!(std::fs::read_to_string(file.path()).unwrap(), "bound file\n");
 }

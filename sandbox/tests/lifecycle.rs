@@ -214,7 +214,7 @@ fn exec_binary_forwards_signals_and_dies_with_its_caller() {
 
     // 1. SIGTERM to the outer init reaches the command, whose exit code comes back.
     let tag = format!("{}.{}", 800_000 + std::process::id() % 100_000, 11);
-    let child = std::process::Command::new(helper())
+    let mut child = std::process::Command::new(helper())
         .arg(policy_file)
         .arg("--")
         .args([
@@ -232,6 +232,17 @@ fn exec_binary_forwards_signals_and_dies_with_its_caller() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
+    // Bounded: a lost signal must fail the test, not hang it.
+    let mut exited = None;
+    wait_until_or(Duration::from_secs(10), || {
+        exited = child.try_wait().unwrap();
+        exited.is_some()
+    });
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("SIGTERM was not forwarded to the command");
+    }
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got-term\n");
@@ -251,12 +262,23 @@ fn exec_binary_forwards_signals_and_dies_with_its_caller() {
     wait_until(|| host_processes_with(&tag).is_empty());
 }
 
-fn wait_until(mut cond: impl FnMut() -> bool) {
+fn wait_until(cond: impl FnMut() -> bool) {
+    assert!(
+        wait_until_or(Duration::from_secs(10), cond),
+        "condition not met in 10 s"
+    );
+}
+
+/// Poll `cond` until it holds (true) or `limit` passes (false).
+fn wait_until_or(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(10), "condition not met in 10 s");
+        if start.elapsed() > limit {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    true
 }
 
 /// The first child of `pid` (the outer init of hb-sandbox-exec).

@@ -38,7 +38,15 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
     let scratch = store.temp_dir("dist-")?;
     let mut artifacts = Vec::new();
     for &arch in &prepared.arches {
-        let artifact = dist::write_artifact(&store, &prepared.set, &prepared.plan, &results, arch, &args.out, scratch.path())?;
+        let artifact = dist::write_artifact(
+            &store,
+            &prepared.set,
+            &prepared.plan,
+            &results,
+            arch,
+            &args.out,
+            scratch.path(),
+        )?;
         let mut root = Root::default();
         for node in prepared.plan.nodes.iter().filter(|n| n.arch == arch) {
             root.outputs.insert(node.input_hash.to_string());

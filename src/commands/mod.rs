@@ -109,7 +109,7 @@ pub fn prepare(ctx: &Context, target: &Path, arch_args: &[String]) -> Result<Pre
     for name in &closure {
         for (index, source) in set.packages[name].sources.iter().enumerate() {
             if let SourceKind::LocalDir { path } = &source.kind {
-                let digest = crate::archive::tree_digest(path).map_err(|e| crate::store::StoreError::Archive(e))?;
+                let digest = crate::archive::tree_digest(path).map_err(crate::store::StoreError::Archive)?;
                 local_source_digests.insert(
                     (name.clone(), index),
                     crate::types::Sha256::parse(&digest).expect("tree digests are sha256 hex"),

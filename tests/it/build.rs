@@ -5,8 +5,17 @@ use std::path::Path;
 use std::process::Command;
 
 fn tar_listing(archive: &Path) -> String {
-    let out = Command::new("tar").arg("-tvzf").arg(archive).env("TZ", "UTC").output().unwrap();
-    assert!(out.status.success(), "tar -tvzf failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("tar")
+        .arg("-tvzf")
+        .arg(archive)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tar -tvzf failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -34,19 +43,37 @@ fn builds_the_fixture_set_and_runs_its_program() {
     // The program built against the library runs outside hb.
     let unpack = hb.dir.path().join("unpacked");
     std::fs::create_dir_all(&unpack).unwrap();
-    assert!(Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&unpack).status().unwrap().success());
-    let out = Command::new(unpack.join("basic-linux-amd64/bin/greet")).arg("tests").output().unwrap();
+    assert!(Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&unpack)
+        .status()
+        .unwrap()
+        .success());
+    let out = Command::new(unpack.join("basic-linux-amd64/bin/greet"))
+        .arg("tests")
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello, tests\n");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(unpack.join("basic-linux-amd64/hb-manifest.json")).unwrap()).unwrap();
-    let names: Vec<&str> = manifest["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = manifest["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["greet", "hello-sh", "libgreet"]);
     assert_eq!(manifest["impure"], true, "the host environment is recorded as impure");
     // The build report lists every node and the artifact's digest.
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(hb.work().join("dist/build-report.json")).unwrap()).unwrap();
     assert_eq!(report["nodes"].as_array().unwrap().len(), 3);
-    assert_eq!(report["artifacts"][0]["sha256"], sha256_hex(&std::fs::read(&archive).unwrap()));
+    assert_eq!(
+        report["artifacts"][0]["sha256"],
+        sha256_hex(&std::fs::read(&archive).unwrap())
+    );
 }
 
 #[test]
@@ -58,8 +85,17 @@ fn two_builds_give_byte_identical_archives() {
     first.run(&["build", a.to_str().unwrap()]).expect_code(0);
     // Different mtimes on the sources of the second copy must not matter.
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
-    for e in walkdir::WalkDir::new(&b).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()) {
-        std::fs::File::options().write(true).open(e.path()).unwrap().set_modified(later).unwrap();
+    for e in walkdir::WalkDir::new(&b)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+    {
+        std::fs::File::options()
+            .write(true)
+            .open(e.path())
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
     }
     second.run(&["build", b.to_str().unwrap()]).expect_code(0);
     let x = std::fs::read(first.work().join("dist/basic-linux-amd64.tar.gz")).unwrap();
@@ -89,7 +125,12 @@ fn a_second_build_reuses_every_output() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["package"].as_str().unwrap().to_string(), n["cached"].as_bool().unwrap()))
+        .map(|n| {
+            (
+                n["package"].as_str().unwrap().to_string(),
+                n["cached"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert!(cached.contains(&("hello-sh".into(), true)), "{cached:?}");
     assert!(cached.contains(&("libgreet".into(), false)), "{cached:?}");
@@ -103,7 +144,12 @@ fn a_single_recipe_builds_with_its_dependencies() {
     let run = hb.run(&["--json", "build", set.join("greet.toml").to_str().unwrap()]);
     run.expect_code(0);
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    let mut names: Vec<&str> = report["nodes"].as_array().unwrap().iter().map(|n| n["package"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["package"].as_str().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, ["greet", "libgreet"]);
 }
@@ -113,7 +159,13 @@ fn a_failing_build_exits_3_with_package_arch_log_and_tail() {
     let hb = Hb::new();
     let set = make_set(
         &hb.work().join("failing"),
-        &[("broken", &script_package("broken", "echo compiling things\necho 'error: the answer is 41' >&2\nexit 7"))],
+        &[(
+            "broken",
+            &script_package(
+                "broken",
+                "echo compiling things\necho 'error: the answer is 41' >&2\nexit 7",
+            ),
+        )],
     );
     let store_before = hb.store_snapshot();
     let run = hb.run(&["build", set.to_str().unwrap()]);
@@ -125,7 +177,10 @@ fn a_failing_build_exits_3_with_package_arch_log_and_tail() {
     let log = std::fs::read_to_string(log_line.trim_start_matches("log: ")).expect("the log path exists");
     assert!(log.contains("compiling things"));
     assert!(store_before.iter().all(|l| !l.starts_with("outputs/")));
-    assert!(hb.store_snapshot().iter().all(|l| !l.starts_with("outputs/")), "no output from a failed build");
+    assert!(
+        hb.store_snapshot().iter().all(|l| !l.starts_with("outputs/")),
+        "no output from a failed build"
+    );
 }
 
 #[test]
@@ -144,7 +199,10 @@ fn killing_hb_mid_build_leaves_a_clean_store() {
     let hb = Hb::new();
     let marker = format!("hb-kill-test-{}", std::process::id());
     let set_dir = hb.work().join("slow");
-    let slow = script_package("slow", &format!("mkdir -p $out; echo started > /out/started; sleep 600 # {marker}"));
+    let slow = script_package(
+        "slow",
+        &format!("mkdir -p $out; echo started > /out/started; sleep 600 # {marker}"),
+    );
     let set = make_set(&set_dir, &[("slow", &slow)]);
     let mut child = hb.command().args(["build", set.to_str().unwrap()]).spawn().unwrap();
     // Wait until the build script runs (its work directory has the marker file).
@@ -165,12 +223,19 @@ fn killing_hb_mid_build_leaves_a_clean_store() {
     // The sandboxed sleep dies with hb (no orphan keeps running).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while processes_with(&marker) > 0 {
-        assert!(std::time::Instant::now() < deadline, "the build's processes outlived hb");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build's processes outlived hb"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     hb.run(&["store", "verify"]).expect_code(0);
     // The next build succeeds.
-    std::fs::write(set_dir.join("slow.toml"), script_package("slow", "mkdir -p $out; echo done > $out/done")).unwrap();
+    std::fs::write(
+        set_dir.join("slow.toml"),
+        script_package("slow", "mkdir -p $out; echo done > $out/done"),
+    )
+    .unwrap();
     hb.run(&["build", set.to_str().unwrap()]).expect_code(0);
     hb.run(&["store", "verify"]).expect_code(0);
 }
@@ -197,7 +262,13 @@ fn sources_are_fetched_over_http_falling_back_to_the_next_url() {
     std::fs::write(served.join("src-1.0/data.txt"), "payload\n").unwrap();
     let tarball = served.join("src-1.0.tar.gz");
     assert!(Command::new("tar")
-        .args(["-czf", tarball.to_str().unwrap(), "-C", served.to_str().unwrap(), "src-1.0"])
+        .args([
+            "-czf",
+            tarball.to_str().unwrap(),
+            "-C",
+            served.to_str().unwrap(),
+            "src-1.0"
+        ])
         .status()
         .unwrap()
         .success());
@@ -223,9 +294,20 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(dir: &Path) -> HttpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
             .arg(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -262,14 +344,47 @@ fn two_hb_processes_share_one_store() {
     let a = spawn("dist-a");
     let b = spawn("dist-b");
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert!(a.status.success() && b.status.success(), "{}\n{}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
     // Each node was built exactly once; the other process found it in the store.
     let built = |out: &[u8]| -> usize {
         let report: serde_json::Value = serde_json::from_slice(out).unwrap();
-        report["nodes"].as_array().unwrap().iter().filter(|n| n["cached"] == false).count()
+        report["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["cached"] == false)
+            .count()
     };
     assert_eq!(built(&a.stdout) + built(&b.stdout), 3);
-    assert_eq!(std::fs::read(hb.work().join("dist-a/basic-linux-amd64.tar.gz")).unwrap(),
-               std::fs::read(hb.work().join("dist-b/basic-linux-amd64.tar.gz")).unwrap());
+    assert_eq!(
+        std::fs::read(hb.work().join("dist-a/basic-linux-amd64.tar.gz")).unwrap(),
+        std::fs::read(hb.work().join("dist-b/basic-linux-amd64.tar.gz")).unwrap()
+    );
     hb.run(&["store", "verify"]).expect_code(0);
+}
+
+#[test]
+fn several_sources_unpack_into_one_tree() {
+    let hb = Hb::new();
+    let dir = hb.work().join("multi");
+    write(&dir.join("one/a.txt"), "a\n");
+    write(&dir.join("one/sub/keep.txt"), "keep\n");
+    write(&dir.join("two/b.txt"), "b\n");
+    write(&dir.join("three/c.txt"), "c\n");
+    let recipe = "[package]\nname = \"multi\"\nversion = \"1\"\nlicense = \"MIT\"\n\n[[source]]\npath = \"one\"\n\n[[source]]\npath = \"two\"\ndest = \"sub\"\n\n[[source]]\npath = \"three\"\n\n[build]\nscript = 'mkdir -p $out && cat a.txt sub/keep.txt sub/b.txt c.txt > $out/all'\n";
+    let set = make_set(&dir, &[("multi", recipe)]);
+    hb.run(&["build", set.to_str().unwrap()]).expect_code(0);
+    let tree = std::fs::read_dir(hb.store().join("outputs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("tree");
+    assert_eq!(std::fs::read_to_string(tree.join("all")).unwrap(), "a\nkeep\nb\nc\n");
 }

@@ -65,7 +65,11 @@ impl Hb {
             if rel.starts_with("locks") || rel == "store.lock" {
                 continue;
             }
-            let len = if e.file_type().is_file() { e.metadata().unwrap().len() } else { 0 };
+            let len = if e.file_type().is_file() {
+                e.metadata().unwrap().len()
+            } else {
+                0
+            };
             out.push(format!("{rel} {len}"));
         }
         out

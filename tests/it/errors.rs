@@ -76,7 +76,10 @@ fn dependency_cycle_is_named() {
     let pkg = |name: &str, dep: &str| {
         format!("[package]\nname = \"{name}\"\nversion = \"1\"\nlicense = \"MIT\"\n\n[build]\ndepends = [\"{dep}\"]\nscript = 'true'\n")
     };
-    let err = bad_build(&hb, &[("a", &pkg("a", "b")), ("b", &pkg("b", "c")), ("c", &pkg("c", "a"))]);
+    let err = bad_build(
+        &hb,
+        &[("a", &pkg("a", "b")), ("b", &pkg("b", "c")), ("c", &pkg("c", "a"))],
+    );
     contains_all(&err, &["dependency cycle: a -> b -> c -> a", "a.toml:7", "c.toml:7"]);
 }
 
@@ -85,7 +88,14 @@ fn duplicate_package_name_names_both_files() {
     let hb = Hb::new();
     let text = format!("{HEADER}\n[build]\nscript = 'true'\n");
     let err = bad_build(&hb, &[("one", &text), ("two", &text)]);
-    contains_all(&err, &["two.toml:2:", "duplicate package name \"p\"", "one.toml already defines it"]);
+    contains_all(
+        &err,
+        &[
+            "two.toml:2:",
+            "duplicate package name \"p\"",
+            "one.toml already defines it",
+        ],
+    );
 }
 
 /// A package whose single source is `file` (by file:// URL) with the given sha256.
@@ -104,15 +114,28 @@ fn wrong_sha256_shows_expected_and_actual() {
     let actual = sha256_hex(b"not what the recipe pinned");
     let expected = "0".repeat(64);
     let err = bad_build(&hb, &[("p", &file_source_package(&file, &expected))]);
-    contains_all(&err, &[&format!("sha256 mismatch: expected {expected}, got {actual}"), "every URL failed"]);
-    assert!(!hb.store().join("sources").join(&actual).exists(), "mismatching bytes must not enter the store");
+    contains_all(
+        &err,
+        &[
+            &format!("sha256 mismatch: expected {expected}, got {actual}"),
+            "every URL failed",
+        ],
+    );
+    assert!(
+        !hb.store().join("sources").join(&actual).exists(),
+        "mismatching bytes must not enter the store"
+    );
 }
 
 #[test]
 fn unreachable_urls_are_each_reported() {
     let hb = Hb::new();
     // A port nothing listens on, and a name that never resolves (.invalid is reserved).
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let text = format!(
         "{HEADER}\n[[source]]\nurls = [\"http://127.0.0.1:{port}/p.tar.gz\", \"https://hb-test.invalid/p.tar.gz\", \"mirror://nowhere/p.tar.gz\"]\nsha256 = \"{}\"\n\n[build]\nscript = 'true'\n",
         "1".repeat(64)
@@ -173,7 +196,10 @@ fn unsafe_archive_is_refused(entries: &[(&str, u8, &str)], needles: &[&str]) {
 
 #[test]
 fn archive_with_dotdot_entry_is_refused() {
-    unsafe_archive_is_refused(&[("src/../../pwned", b'0', "")], &["p: unpacking source evil.tar.gz failed", ".."]);
+    unsafe_archive_is_refused(
+        &[("src/../../pwned", b'0', "")],
+        &["p: unpacking source evil.tar.gz failed", ".."],
+    );
 }
 
 #[test]
@@ -186,7 +212,10 @@ fn archive_with_escaping_symlink_is_refused() {
 
 #[test]
 fn archive_with_absolute_path_is_refused() {
-    unsafe_archive_is_refused(&[("/tmp/pwned", b'0', "")], &["p: unpacking source evil.tar.gz failed", "/tmp/pwned"]);
+    unsafe_archive_is_refused(
+        &[("/tmp/pwned", b'0', "")],
+        &["p: unpacking source evil.tar.gz failed", "/tmp/pwned"],
+    );
 }
 
 #[test]
@@ -201,5 +230,7 @@ fn unknown_arch_is_a_usage_error() {
 #[test]
 fn missing_set_is_reported() {
     let hb = Hb::new();
-    hb.run(&["build", "no/such/set"]).expect_code(2).expect_stderr("no/such/set");
+    hb.run(&["build", "no/such/set"])
+        .expect_code(2)
+        .expect_stderr("no/such/set");
 }

@@ -42,7 +42,10 @@ echo "uid $(id -u)" >> $report
 "#,
         secret = secret.display()
     );
-    let set = make_set(&hb.work().join("escape"), &[("escape", &script_package("escape", &script))]);
+    let set = make_set(
+        &hb.work().join("escape"),
+        &[("escape", &script_package("escape", &script))],
+    );
     hb.run(&["build", set.to_str().unwrap()]).expect_code(0);
 
     let unpack = hb.dir.path().join("unpacked");
@@ -58,13 +61,34 @@ echo "uid $(id -u)" >> $report
     let report = std::fs::read_to_string(unpack.join("t-linux-amd64/report")).unwrap();
     assert!(!report.contains("ESCAPED"), "escape succeeded:\n{report}");
     for attempt in [
-        "tcp-host", "read-secret", "read-shadow", "write-usr", "write-root", "write-etc", "see-host-pid",
-        "kill-host-pid", "mount", "unshare", "hostname", "setuid-root",
+        "tcp-host",
+        "read-secret",
+        "read-shadow",
+        "write-usr",
+        "write-root",
+        "write-etc",
+        "see-host-pid",
+        "kill-host-pid",
+        "mount",
+        "unshare",
+        "hostname",
+        "setuid-root",
     ] {
-        assert!(report.contains(&format!("blocked {attempt}")), "{attempt} not tried:\n{report}");
+        assert!(
+            report.contains(&format!("blocked {attempt}")),
+            "{attempt} not tried:\n{report}"
+        );
     }
-    let pids: usize = report.lines().find_map(|l| l.strip_prefix("pids ")).unwrap().parse().unwrap();
-    assert!(pids < 10, "the build sees {pids} processes: host processes are visible\n{report}");
+    let pids: usize = report
+        .lines()
+        .find_map(|l| l.strip_prefix("pids "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        pids < 10,
+        "the build sees {pids} processes: host processes are visible\n{report}"
+    );
     assert!(report.contains("hostname hb-build"), "{report}");
     assert!(report.contains("uid 1000"), "{report}");
     // Nothing reached the listener, and the host's name is unchanged.
@@ -84,14 +108,35 @@ fn nix_hostname() -> String {
 fn the_build_environment_is_exactly_the_documented_one() {
     let hb = Hb::new();
     let script = "mkdir -p $out; env | sort > $out/env; umask > $out/umask; pwd > $out/pwd";
-    let set = make_set(&hb.work().join("env"), &[("envdump", &script_package("envdump", script))]);
-    let run = hb.command().env("LEAKY_VARIABLE", "oops").args(["build", set.to_str().unwrap()]).output().unwrap();
+    let set = make_set(
+        &hb.work().join("env"),
+        &[("envdump", &script_package("envdump", script))],
+    );
+    let run = hb
+        .command()
+        .env("LEAKY_VARIABLE", "oops")
+        .args(["build", set.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let out = std::fs::read_dir(hb.store().join("outputs")).unwrap().next().unwrap().unwrap().path().join("tree");
+    let out = std::fs::read_dir(hb.store().join("outputs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("tree");
     let env = std::fs::read_to_string(out.join("env")).unwrap();
     let names: Vec<&str> = env.lines().map(|l| l.split('=').next().unwrap()).collect();
     assert!(!env.contains("LEAKY_VARIABLE"), "host environment leaked:\n{env}");
-    for expected in ["SOURCE_DATE_EPOCH=1700000000", "TZ=UTC", "LC_ALL=C.UTF-8", "HOME=/homeless-shelter", "HB_TARGET_ARCH=amd64", "out=/out"] {
+    for expected in [
+        "SOURCE_DATE_EPOCH=1700000000",
+        "TZ=UTC",
+        "LC_ALL=C.UTF-8",
+        "HOME=/homeless-shelter",
+        "HB_TARGET_ARCH=amd64",
+        "out=/out",
+    ] {
         assert!(env.lines().any(|l| l == expected), "{expected} missing:\n{env}");
     }
     assert!(env.contains("CFLAGS=-O2 -ffile-prefix-map=/build=."), "{env}");

@@ -25,7 +25,12 @@ fn shell_opens_the_build_sandbox_with_sources_and_deps() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(5), "the shell's exit code is hb's\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "the shell's exit code is hb's\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for line in ["/build/src", "main.c", "libgreet", "hb-build", "1000", "/out"] {
         assert!(stdout.lines().any(|l| l == line), "{line:?} missing from:\n{stdout}");
     }
@@ -35,7 +40,16 @@ fn shell_opens_the_build_sandbox_with_sources_and_deps() {
 fn shell_runs_a_given_command_and_rejects_a_set() {
     let hb = Hb::new();
     let set = hb.fixture("basic");
-    let run = hb.run(&["shell", set.join("libgreet.toml").to_str().unwrap(), "--", "/bin/sh", "-c", "test -f greet.c"]);
+    let run = hb.run(&[
+        "shell",
+        set.join("libgreet.toml").to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "test -f greet.c",
+    ]);
     run.expect_code(0);
-    hb.run(&["shell", set.to_str().unwrap()]).expect_code(2).expect_stderr("takes one recipe file");
+    hb.run(&["shell", set.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("takes one recipe file");
 }

@@ -22,7 +22,10 @@ fn verify_is_clean_after_a_build_and_catches_corruption() {
     run.expect_code(1);
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(report["corrupt"].as_array().unwrap().len(), 1, "{report}");
-    assert!(report["corrupt"][0]["message"].as_str().unwrap().contains("bin/greet"), "{report}");
+    assert!(
+        report["corrupt"][0]["message"].as_str().unwrap().contains("bin/greet"),
+        "{report}"
+    );
 }
 
 #[test]
