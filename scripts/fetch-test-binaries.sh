@@ -10,18 +10,25 @@
 #
 # Output: on stdout, two `export VAR=path` lines for `eval "$(scripts/fetch-test-binaries.sh)"`;
 # progress on stderr. Files are cached (and reused offline) in
-#   $HB_TEST_BINARIES_DIR, default ${XDG_CACHE_HOME:-$HOME/.cache}/hb-test-binaries.
+#   $HB_TEST_BINARIES_DIR, default ${XDG_CACHE_HOME:-$HOME/.cache}/hb-test-binaries (without
+#   HOME: target/test-binaries of this repository), with SHA256SUMS of the two binaries.
 # Options: --refresh (download again even when cached).
 set -euo pipefail
 
 SUITE=bookworm
 COMPONENT=main
-cache="${HB_TEST_BINARIES_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hb-test-binaries}"
+if [ -n "${HB_TEST_BINARIES_DIR:-}" ]; then
+  cache=$HB_TEST_BINARIES_DIR
+elif [ -n "${XDG_CACHE_HOME:-}" ] || [ -n "${HOME:-}" ]; then
+  cache="${XDG_CACHE_HOME:-$HOME/.cache}/hb-test-binaries"
+else
+  cache="$(cd "$(dirname "$0")/.." && pwd)/target/test-binaries"
+fi
 refresh=0
 for arg in "$@"; do
   case "$arg" in
     --refresh) refresh=1 ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "fetch-test-binaries: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -37,7 +44,8 @@ emit() {
   printf 'export HB_TEST_AARCH64_PROGRAM=%q\n' "$program"
 }
 
-if [ "$refresh" -eq 0 ] && [ -x "$qemu" ] && [ -x "$program" ]; then
+if [ "$refresh" -eq 0 ] && [ -x "$qemu" ] && [ -x "$program" ] && [ -f "$cache/SHA256SUMS" ] \
+  && (cd "$cache" && sha256sum --check --quiet SHA256SUMS >/dev/null 2>&1); then
   say "cached in $cache"
   emit
   exit 0
@@ -185,5 +193,6 @@ get() { # PACKAGE ARCH MEMBER DEST
 
 get qemu-user-static amd64 usr/bin/qemu-aarch64-static "$qemu"
 get busybox-static arm64 bin/busybox "$program"
+(cd "$cache" && sha256sum "$(basename "$qemu")" "$(basename "$program")" >SHA256SUMS)
 say "ready in $cache"
 emit

@@ -319,6 +319,12 @@ pub struct UnpackOptions {
     /// `bzip2-1.0.8/`), put that directory's contents directly in `dest`. Pax global headers
     /// do not count as entries. Archives whose only top-level entry is a file are not stripped.
     pub strip_single_top_dir: bool,
+    /// Accept symlinks whose target is absolute or leaves `dest`. Only for trees that are
+    /// never used on the host but only as the root of a sandbox (a Debian rootfs, where
+    /// `/usr/lib/x/libfoo.so -> /lib/x/libfoo.so.1` is normal): there such links resolve
+    /// inside the sandbox. Every other check stays: entry paths are still confined to
+    /// `dest`, and nothing is ever written through a symlink.
+    pub allow_any_symlink_target: bool,
 }
 
 /// What [`unpack`] wrote.
@@ -421,6 +427,7 @@ fn unpack_inner(
     };
     let mut archive = tar::Archive::new(decoded);
     let mut u = Unpacker::new(dest);
+    u.allow_any_symlink_target = opts.allow_any_symlink_target;
     {
         let entries = archive.entries().map_err(read_err)?;
         for entry in entries {
@@ -605,6 +612,8 @@ struct Unpacker<'a> {
     several_tops: bool,
     stats: UnpackStats,
     buf: Vec<u8>,
+    /// See [`UnpackOptions::allow_any_symlink_target`].
+    allow_any_symlink_target: bool,
 }
 
 impl<'a> Unpacker<'a> {
@@ -619,6 +628,7 @@ impl<'a> Unpacker<'a> {
             several_tops: false,
             stats: UnpackStats::default(),
             buf: vec![0; STREAM_BUF],
+            allow_any_symlink_target: false,
         }
     }
 
@@ -694,10 +704,10 @@ impl<'a> Unpacker<'a> {
                 if t.is_empty() {
                     return Err(unsafe_entry(UnsafeReason::EmptyLinkTarget));
                 }
-                if t[0] == b'/' {
+                if t[0] == b'/' && !self.allow_any_symlink_target {
                     return Err(unsafe_entry(UnsafeReason::AbsoluteLinkTarget { target: lossy(&t) }));
                 }
-                if lexical_escapes(comps.len() - 1, &t) {
+                if !self.allow_any_symlink_target && lexical_escapes(comps.len() - 1, &t) {
                     return Err(unsafe_entry(UnsafeReason::LinkEscapes { target: lossy(&t) }));
                 }
                 Some(t)
@@ -783,7 +793,7 @@ impl<'a> Unpacker<'a> {
                     let src = self.dest.join(&trel);
                     let target = fs::read_link(&src).map_err(io_err(&src))?;
                     let tb = target.as_os_str().as_bytes();
-                    if lexical_escapes(comps.len() - 1, tb) {
+                    if !self.allow_any_symlink_target && lexical_escapes(comps.len() - 1, tb) {
                         return Err(unsafe_entry(UnsafeReason::LinkEscapes { target: lossy(tb) }));
                     }
                     self.symlinks.push((rel.clone(), name.clone()));
@@ -902,7 +912,12 @@ impl<'a> Unpacker<'a> {
         };
 
         // Verify every symlink by resolving it for real in its final place.
-        for (rel, name) in &self.symlinks {
+        let symlinks: &[(PathBuf, String)] = if self.allow_any_symlink_target {
+            &[]
+        } else {
+            &self.symlinks
+        };
+        for (rel, name) in symlinks {
             let Some(rel) = map(rel) else { continue };
             let abs = dest.join(&rel);
             match fs::symlink_metadata(&abs) {
@@ -1874,6 +1889,7 @@ mod tests {
             dest,
             &UnpackOptions {
                 strip_single_top_dir: strip,
+                ..Default::default()
             },
         )
     }
@@ -1952,6 +1968,32 @@ mod tests {
             "etc",
             UnsafeReason::AbsoluteLinkTarget { target: "/etc".into() },
         );
+    }
+
+    #[test]
+    fn rootfs_mode_keeps_absolute_links_but_never_writes_through_them() {
+        let t = tmp();
+        let dest = t.path().join("root");
+        let options = UnpackOptions {
+            allow_any_symlink_target: true,
+            ..Default::default()
+        };
+        let ar = RawTar::new()
+            .symlink("lib64", "/usr/lib64")
+            .symlink("up", "../../..")
+            .finish();
+        unpack(&ar[..], Compression::None, &dest, &options).unwrap();
+        assert_eq!(fs::read_link(dest.join("lib64")).unwrap(), Path::new("/usr/lib64"));
+        // An entry below such a link is still refused: nothing lands on the host's /usr.
+        let dest2 = t.path().join("root2");
+        let ar = RawTar::new().symlink("etc", "/etc").file("etc/pwned", b"x").finish();
+        let err = unpack(&ar[..], Compression::None, &dest2, &options).unwrap_err();
+        assert!(matches!(err, ArchiveError::UnsafeEntry { .. }), "{err}");
+        assert!(!Path::new("/etc/pwned").exists());
+        // Entry paths stay confined too.
+        let dest3 = t.path().join("root3");
+        let ar = RawTar::new().file("../pwned", b"x").finish();
+        assert!(unpack(&ar[..], Compression::None, &dest3, &options).is_err());
     }
 
     #[test]
@@ -2405,6 +2447,7 @@ mod tests {
                 &d,
                 &UnpackOptions {
                     strip_single_top_dir: true,
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -2449,6 +2492,7 @@ mod tests {
                 &d,
                 &UnpackOptions {
                     strip_single_top_dir: true,
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -2897,6 +2941,7 @@ mod tests {
             &d,
             &UnpackOptions {
                 strip_single_top_dir: true,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -17,18 +17,13 @@ use crate::env_vars::{HB_JOBS, HB_TARGET_ARCH, SOURCE_DATE_EPOCH};
 use crate::recipe::{Package, SourceKind};
 use crate::store::{OutputMeta, Store, StoreError};
 use crate::types::{Arch, PackageName, Sha256};
+use crate::variation::Conditions;
 use hb_sandbox::{Mount, Policy};
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// User the build runs as inside the sandbox.
-pub const BUILD_USER: &str = "hb";
-pub const BUILD_UID: u32 = 1000;
-pub const BUILD_HOSTNAME: &str = "hb-build";
-/// `HOME` inside builds: deliberately a path that does not exist (as Nix does).
-pub const BUILD_HOME: &str = "/homeless-shelter";
 /// Lines of the log shown when a build fails.
 const LOG_TAIL_LINES: usize = 25;
 
@@ -79,7 +74,8 @@ pub struct NodeBuild<'a> {
     /// Output trees of the direct and indirect dependencies, by package name.
     pub deps: BTreeMap<PackageName, PathBuf>,
     pub source_date_epoch: u64,
-    pub hb_jobs: usize,
+    /// Canonical for normal builds; varied by `hb verify-repro`.
+    pub conditions: Conditions,
     pub keep_failed: bool,
     /// The executable that serves as the sandbox init (hb itself).
     pub sandbox_helper: &'a Path,
@@ -130,12 +126,21 @@ impl NodeBuild<'_> {
         let work = store
             .temp_dir(&format!("work-{}-{}-", self.package.name, self.arch))
             .map_err(|e| self.store_err(e))?;
-        let result = self.run_in(store, work.path(), started, clock);
+        let result = self.run_in(store, work.path(), started, clock, None);
         if result.is_err() && self.keep_failed {
             let kept = work.keep();
             eprintln!("kept the failed build's work directory: {}", kept.display());
         }
         result.map(|b| (b, false))
+    }
+
+    /// Build from scratch, ignoring and not touching the store's outputs: the result (tree,
+    /// manifest, meta, log) is moved to `dest`. For `hb verify-repro`.
+    pub fn run_fresh(&self, store: &Store, dest: &Path) -> Result<Built, BuildError> {
+        let work = store
+            .temp_dir(&format!("repro-{}-{}-", self.package.name, self.arch))
+            .map_err(|e| self.store_err(e))?;
+        self.run_in(store, work.path(), SystemTime::now(), Instant::now(), Some(dest))
     }
 
     /// Create `build/src` (with the sources unpacked) and `out` under `work`.
@@ -161,6 +166,7 @@ impl NodeBuild<'_> {
                     &staging,
                     &UnpackOptions {
                         strip_single_top_dir: true,
+                        ..Default::default()
                     },
                 )
                 .map(|_| ()),
@@ -183,10 +189,11 @@ impl NodeBuild<'_> {
             .temp_dir(&format!("shell-{}-{}-", self.package.name, self.arch))
             .map_err(|e| self.store_err(e))?;
         let (build_dir, out_dir) = self.prepare_work(work.path())?;
+        let build_path = self.conditions.build_path.as_str();
         let mut mounts = self.base_mounts();
-        mounts.push(bind(&build_dir, "/build", true));
+        mounts.push(bind(&build_dir, build_path, true));
         mounts.push(bind(&out_dir, "/out", true));
-        let mut policy = self.policy(mounts, &["/build", "/out", "/tmp"], "/build/src");
+        let mut policy = self.policy(mounts, &[build_path, "/out", "/tmp"], &format!("{build_path}/src"));
         policy
             .env
             .insert("PS1".into(), format!("[hb {} {}] \\w$ ", self.package.name, self.arch));
@@ -205,8 +212,22 @@ impl NodeBuild<'_> {
             })
     }
 
-    fn run_in(&self, store: &Store, work: &Path, started: SystemTime, clock: Instant) -> Result<Built, BuildError> {
+    fn run_in(
+        &self,
+        store: &Store,
+        work: &Path,
+        started: SystemTime,
+        clock: Instant,
+        fresh_dest: Option<&Path>,
+    ) -> Result<Built, BuildError> {
         let (build_dir, out_dir) = self.prepare_work(work)?;
+        // Kept alive for the whole build: the reversed-order copy of the sources.
+        let reordered = if self.conditions.dir_order_reversed {
+            Some(reordered_copy(&build_dir).map_err(|e| self.store_err(e))?)
+        } else {
+            None
+        };
+        let build_dir = reordered.as_ref().map_or(build_dir, |t| t.path().join("build"));
 
         let log_path = work.join("build.log");
         let mut log = fs_err::File::create(&log_path).map_err(|e| self.store_err(e))?;
@@ -225,10 +246,11 @@ impl NodeBuild<'_> {
             }
         );
 
+        let build_path = self.conditions.build_path.as_str();
         let mut mounts = self.base_mounts();
-        mounts.push(bind(&build_dir, "/build", true));
+        mounts.push(bind(&build_dir, build_path, true));
         mounts.push(bind(&out_dir, "/out", true));
-        let policy = self.policy(mounts, &["/build", "/out", "/tmp"], "/build/src");
+        let policy = self.policy(mounts, &[build_path, "/out", "/tmp"], &format!("{build_path}/src"));
         let enforcement = self.run_phase(&policy, &self.package.build_script, &mut log, &log_path, store, "build")?;
 
         let has_output = fs_err::read_dir(&out_dir)
@@ -278,9 +300,15 @@ impl NodeBuild<'_> {
         fs_err::rename(&log_path, staging.join("build.log")).map_err(|e| self.store_err(e))?;
         // meta.json last: its presence is what marks an output complete.
         write_json("meta.json", serde_json::to_vec_pretty(&meta).expect("plain data"))?;
-        let output_dir = store
-            .install_output(&staging, self.input_hash)
-            .map_err(|e| self.store_err(e))?;
+        let output_dir = match fresh_dest {
+            None => store
+                .install_output(&staging, self.input_hash)
+                .map_err(|e| self.store_err(e))?,
+            Some(dest) => {
+                fs_err::rename(&staging, dest).map_err(|e| self.store_err(e))?;
+                dest.to_owned()
+            }
+        };
         Ok(Built { output_dir, meta })
     }
 
@@ -302,12 +330,14 @@ impl NodeBuild<'_> {
             stdout: Some(stdout),
             stderr: Some(stderr),
         };
-        let (outcome, enforcement) =
-            hb_sandbox::run(policy, command, self.sandbox_helper).map_err(|source| BuildError::Sandbox {
-                package: self.package.name.to_string(),
-                arch: self.arch,
-                source,
-            })?;
+        let (outcome, enforcement) = with_process_conditions(&self.conditions, || {
+            hb_sandbox::run(policy, command, self.sandbox_helper)
+        })
+        .map_err(|source| BuildError::Sandbox {
+            package: self.package.name.to_string(),
+            arch: self.arch,
+            source,
+        })?;
         let _ = log.seek(SeekFrom::End(0));
         if !outcome.success() {
             let _ = log.flush();
@@ -330,21 +360,25 @@ impl NodeBuild<'_> {
         mounts.push(Mount::Proc { target: "/proc".into() });
         mounts.push(Mount::Dev { target: "/dev".into() });
         mounts.push(Mount::Tmpfs { target: "/tmp".into() });
+        let c = &self.conditions;
         mounts.push(Mount::File {
             target: "/etc/passwd".into(),
             contents: format!(
-                "root:x:0:0:root:/root:/bin/sh\n{BUILD_USER}:x:{BUILD_UID}:{BUILD_UID}:hb build user:{BUILD_HOME}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+                "root:x:0:0:root:/root:/bin/sh\n{user}:x:{uid}:{uid}:hb build user:{home}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+                user = c.user,
+                uid = c.uid,
+                home = c.home
             ),
             mode: 0o644,
         });
         mounts.push(Mount::File {
             target: "/etc/group".into(),
-            contents: format!("root:x:0:\n{BUILD_USER}:x:{BUILD_UID}:\nnogroup:x:65534:\n"),
+            contents: format!("root:x:0:\n{}:x:{}:\nnogroup:x:65534:\n", c.user, c.uid),
             mode: 0o644,
         });
         mounts.push(Mount::File {
             target: "/etc/hosts".into(),
-            contents: format!("127.0.0.1 localhost {BUILD_HOSTNAME}\n::1 localhost\n"),
+            contents: format!("127.0.0.1 localhost {}\n::1 localhost\n", c.hostname),
             mode: 0o644,
         });
         for (name, path) in &self.deps {
@@ -357,13 +391,14 @@ impl NodeBuild<'_> {
         Policy {
             mounts,
             writable: writable.iter().map(PathBuf::from).collect(),
-            hostname: BUILD_HOSTNAME.into(),
-            uid: BUILD_UID,
-            gid: BUILD_UID,
+            hostname: self.conditions.hostname.clone(),
+            uid: self.conditions.uid,
+            gid: self.conditions.uid,
             env: self.environment_variables(),
             cwd: cwd.into(),
-            umask: 0o022,
+            umask: self.conditions.umask,
             loopback: true,
+            binfmt: self.environment.binfmt.clone(),
         }
     }
 
@@ -371,7 +406,11 @@ impl NodeBuild<'_> {
     pub fn environment_variables(&self) -> BTreeMap<String, String> {
         let mut path: Vec<String> = self.deps.keys().map(|d| format!("/deps/{d}/bin")).collect();
         path.extend(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(String::from));
-        let cflags = "-O2 -ffile-prefix-map=/build=. -fdebug-prefix-map=/build=.";
+        let c = &self.conditions;
+        let cflags = format!(
+            "-O2 -ffile-prefix-map={path}=. -fdebug-prefix-map={path}=.",
+            path = c.build_path
+        );
         let cppflags: Vec<String> = self.deps.keys().map(|d| format!("-I/deps/{d}/include")).collect();
         let ldflags: Vec<String> = self.deps.keys().map(|d| format!("-L/deps/{d}/lib")).collect();
         let pkg_config: Vec<String> = self.deps.keys().map(|d| format!("/deps/{d}/lib/pkgconfig")).collect();
@@ -380,15 +419,27 @@ impl NodeBuild<'_> {
             env.insert(k.to_string(), v);
         };
         set("PATH", path.join(":"));
-        set("HOME", BUILD_HOME.into());
-        set("USER", BUILD_USER.into());
-        set("LOGNAME", BUILD_USER.into());
+        set("HOME", c.home.clone());
+        set("USER", c.user.clone());
+        set("LOGNAME", c.user.clone());
         set("SHELL", "/bin/sh".into());
         set("TMPDIR", "/tmp".into());
-        set("TZ", "UTC".into());
-        set("LC_ALL", "C.UTF-8".into());
+        set("TZ", c.tz.clone());
+        set("LC_ALL", c.lc_all.clone());
+        if let Some(language) = &c.language {
+            set("LANGUAGE", language.clone());
+        }
+        if let Some((name, value)) = &c.extra_env {
+            set(name, value.clone());
+        }
+        if let (Some(offset), Some(lib)) = (&c.faketime, self.environment.faketime_library()) {
+            set("LD_PRELOAD", lib);
+            set("FAKETIME", offset.clone());
+            // Let sub-processes see the same fake clock without re-reading the config.
+            set("FAKETIME_DONT_RESET", "1".into());
+        }
         set(SOURCE_DATE_EPOCH, self.source_date_epoch.to_string());
-        set(HB_JOBS, self.hb_jobs.to_string());
+        set(HB_JOBS, c.jobs.to_string());
         set(HB_TARGET_ARCH, self.arch.to_string());
         set("out", "/out".into());
         for (var, tool) in [
@@ -401,13 +452,86 @@ impl NodeBuild<'_> {
         ] {
             set(var, tool.into());
         }
-        set("CFLAGS", cflags.into());
-        set("CXXFLAGS", cflags.into());
+        set("CFLAGS", cflags.clone());
+        set("CXXFLAGS", cflags);
         set("CPPFLAGS", cppflags.join(" "));
         set("LDFLAGS", ldflags.join(" "));
         set("PKG_CONFIG_PATH", pkg_config.join(":"));
         env
     }
+}
+
+/// A copy of `build_dir` on a tmpfs (the host's /dev/shm) whose directory entries are
+/// created in reverse name order: tmpfs lists entries newest first, so `readdir` order
+/// differs from the original. Used by the `dir-order` variation.
+fn reordered_copy(build_dir: &Path) -> Result<tempfile::TempDir, std::io::Error> {
+    let base = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm") } else { Path::new("/tmp") };
+    let copy = tempfile::Builder::new().prefix("hb-dir-order-").tempdir_in(base)?;
+    fn copy_reversed(from: &Path, to: &Path) -> Result<(), std::io::Error> {
+        std::fs::create_dir(to)?;
+        let mut entries: Vec<_> = std::fs::read_dir(from)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| std::cmp::Reverse(e.file_name()));
+        for entry in entries {
+            let src = entry.path();
+            let dst = to.join(entry.file_name());
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                copy_reversed(&src, &dst)?;
+            } else if ft.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+            } else {
+                std::fs::copy(&src, &dst)?;
+                let mtime = std::fs::metadata(&src)?.modified()?;
+                std::fs::File::options().write(true).open(&dst)?.set_modified(mtime)?;
+            }
+        }
+        Ok(())
+    }
+    copy_reversed(build_dir, &copy.path().join("build"))?;
+    Ok(copy)
+}
+
+/// Run `f` (which starts the sandbox) with this thread's personality and CPU affinity set
+/// as `conditions` say; the sandbox's processes inherit both. Restored afterwards.
+fn with_process_conditions<T>(conditions: &Conditions, f: impl FnOnce() -> T) -> T {
+    let mut persona: libc::c_ulong = 0;
+    if conditions.no_aslr {
+        persona |= libc::ADDR_NO_RANDOMIZE as libc::c_ulong;
+    }
+    if conditions.uname26 {
+        persona |= 0x0020000; // UNAME26: uname() reports a 2.6 kernel
+    }
+    // SAFETY: personality(0xffffffff) only queries; setting affects this thread (task) only.
+    let previous = unsafe { libc::personality(0xffff_ffff) };
+    if persona != 0 {
+        unsafe { libc::personality(persona) };
+    }
+    let mut saved_affinity: Option<libc::cpu_set_t> = None;
+    if conditions.limit_cpus {
+        // SAFETY: cpu_set_t is plain data; sched_{get,set}affinity(0, ..) act on this thread.
+        unsafe {
+            let mut current: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut current) == 0 {
+                let first = (0..libc::CPU_SETSIZE as usize).find(|&cpu| libc::CPU_ISSET(cpu, &current));
+                if let Some(cpu) = first {
+                    let mut one: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut one);
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+                    saved_affinity = Some(current);
+                }
+            }
+        }
+    }
+    let result = f();
+    if persona != 0 && previous >= 0 {
+        // SAFETY: restores the value read above.
+        unsafe { libc::personality(previous as libc::c_ulong) };
+    }
+    if let Some(set) = saved_affinity {
+        // SAFETY: restores the mask read above.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    }
+    result
 }
 
 fn bind(source: &Path, target: &str, writable: bool) -> Mount {

@@ -1,71 +1,227 @@
-//! Build environments: what the sandbox's root file system is made of.
+//! Build environments: what the sandbox's root file system is made of, per target arch.
 //!
-//! For now one kind exists: `host`, the machine's own /usr (read-only) with merged-/usr
-//! symlinks and the few /etc files builds need. It is impure — results depend on this
-//! machine — and says so in every record. Pinned environments (a rootfs assembled from
-//! locked Debian packages) plug in here. This module does not run builds.
+//! Two kinds exist. `debian`: a rootfs assembled from the `.deb` files pinned in the set's
+//! `set.lock` ([`crate::lock`], [`crate::rootfs`]), identified by the lock's environment
+//! digest, the same bytes on every machine; a foreign architecture runs under a private
+//! qemu-user registration inside the sandbox (method `emulated`). `host`: the machine's own
+//! /usr (read-only), impure, for development, and said so in every record.
+//!
+//! Resolution ([`resolve`]) only reads the lock, so planning stays cheap; [`materialize`]
+//! fetches and assembles what the sandbox will mount. This module does not run builds.
 
-use crate::recipe::Environment;
-use crate::store::EnvironmentRecord;
-use crate::types::Arch;
-use hb_sandbox::Mount;
+use crate::fetch::Fetcher;
+use crate::lock::{self, EmulatorLock, LockError, TargetLock};
+use crate::recipe::{Environment, Set};
+use crate::rootfs::{self, RootfsError};
+use crate::store::{EnvironmentRecord, Store};
+use crate::types::{Arch, Sha256};
+use hb_sandbox::{Binfmt, Mount};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A resolved build environment, ready to be mounted.
+/// The lock file, next to `set.toml`.
+pub const LOCK_FILE: &str = "set.lock";
+
+/// Files of `/etc` that hb provides in every build (see `build.rs`), so they are not taken
+/// from the rootfs.
+pub const PROVIDED_ETC_FILES: [&str; 3] = ["passwd", "group", "hosts"];
+
+/// Top-level directories of a rootfs that the sandbox provides fresh.
+const SANDBOX_OWNED: [&str; 6] = ["dev", "proc", "tmp", "build", "out", "deps"];
+
+/// A resolved build environment.
 #[derive(Debug, Clone)]
 pub struct BuildEnvironment {
     pub kind: String,
-    /// Identifies the environment in input hashes (the lock digest for pinned ones).
+    /// Identifies the environment in input hashes (the lock's environment digest, or "host").
     pub digest: String,
     pub impure: bool,
-    /// "host", "native", "emulated" or "cross".
+    /// "host", "native" or "emulated".
     pub method: String,
-    /// Top-level entries of the root file system, as sandbox mounts.
+    pub arch: Arch,
+    source: Source,
+    /// Filled by [`materialize`]: the root file system as sandbox mounts.
     pub root_mounts: Vec<Mount>,
+    /// Filled by [`materialize`]: the emulator registration for a foreign arch.
+    pub binfmt: Vec<Binfmt>,
+    /// Filled by [`materialize`]: the host directory that is the build's `/`.
+    pub root_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Host,
+    Debian {
+        target: TargetLock,
+        links: BTreeMap<String, String>,
+        emulator: Option<EmulatorLock>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
     #[error("the host environment can only build for this machine's architecture ({host}), not {target}")]
     HostArch { host: String, target: Arch },
-    #[error("{0} are not supported by this version of hb")]
-    NotYetSupported(&'static str),
+    #[error("{}: no lock file for the debian environment", .path.display())]
+    NoLock { path: PathBuf },
+    #[error("{} has no emulator for {target} on {host} hosts", .path.display())]
+    NoEmulator { path: PathBuf, host: Arch, target: Arch },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error("the {arch} environment could not be assembled")]
+    Assemble {
+        arch: Arch,
+        #[source]
+        source: RootfsError,
+    },
+    #[error("this machine's architecture ({0}) is not one hb builds for")]
+    UnknownHost(String),
 }
 
 impl EnvError {
     pub fn hint(&self) -> Option<String> {
         match self {
             EnvError::HostArch { .. } => Some(
-                "remove the architecture from set.targets or pass --arch with this machine's architecture; other architectures need a pinned environment".into(),
+                "pass --arch with this machine's architecture, or use kind = \"debian\" in set.toml (pinned, any arch)".into(),
             ),
-            EnvError::NotYetSupported(_) => Some("use kind = \"host\" for now".into()),
+            EnvError::NoLock { .. } | EnvError::NoEmulator { .. } => {
+                Some("run `hb lock SET` to resolve the environment into set.lock".into())
+            }
+            EnvError::Lock(e) => e.hint(),
+            EnvError::Rootfs(e) | EnvError::Assemble { source: e, .. } => e.hint(),
+            EnvError::UnknownHost(_) => None,
+        }
+    }
+
+    /// Bad input (a lock to fix, an arch to change) rather than a failing machine.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            EnvError::HostArch { .. } | EnvError::NoLock { .. } | EnvError::NoEmulator { .. } => true,
+            EnvError::Lock(e) => !matches!(e, LockError::Apt { .. } | LockError::AptSpawn { .. } | LockError::Io { .. }),
+            EnvError::Rootfs(e) | EnvError::Assemble { source: e, .. } => match e {
+                RootfsError::Fetch { source, .. } => !matches!(source, crate::fetch::FetchError::Store(_)),
+                RootfsError::Manifest(_) | RootfsError::Io { .. } | RootfsError::Store(_) => false,
+                _ => true,
+            },
+            EnvError::UnknownHost(_) => true,
         }
     }
 }
 
-impl BuildEnvironment {
-    pub fn resolve(environment: &Environment, arch: Arch) -> Result<BuildEnvironment, EnvError> {
-        match environment {
-            Environment::Host => {
-                let host = Arch::host();
-                if host != Some(arch) {
+/// Resolve the environment of every arch in `arches` from the set (and its lock).
+pub fn resolve(set: &Set, arches: &[Arch]) -> Result<BTreeMap<Arch, BuildEnvironment>, EnvError> {
+    let host = Arch::host().ok_or_else(|| EnvError::UnknownHost(std::env::consts::ARCH.to_string()))?;
+    let mut out = BTreeMap::new();
+    match &set.environment {
+        Environment::Host => {
+            for &arch in arches {
+                if arch != host {
                     return Err(EnvError::HostArch {
-                        host: host.map_or_else(|| std::env::consts::ARCH.to_string(), |a| a.to_string()),
+                        host: host.to_string(),
                         target: arch,
                     });
                 }
-                Ok(BuildEnvironment {
-                    kind: "host".into(),
-                    digest: "host".into(),
-                    impure: true,
-                    method: "host".into(),
-                    root_mounts: host_root_mounts(Path::new("/")),
-                })
+                out.insert(
+                    arch,
+                    BuildEnvironment {
+                        kind: "host".into(),
+                        digest: "host".into(),
+                        impure: true,
+                        method: "host".into(),
+                        arch,
+                        source: Source::Host,
+                        root_mounts: Vec::new(),
+                        binfmt: Vec::new(),
+                        root_dir: None,
+                    },
+                );
             }
-            Environment::Debian(_) => Err(EnvError::NotYetSupported("kind = \"debian\" environments")),
+        }
+        Environment::Debian(spec) => {
+            let path = set.dir.join(LOCK_FILE);
+            if !path.is_file() {
+                return Err(EnvError::NoLock { path });
+            }
+            let lock = lock::read(&path)?;
+            if let Some(reason) = lock.stale_reason(spec, &set.targets) {
+                return Err(LockError::Stale { file: path, reason }.into());
+            }
+            for &arch in arches {
+                let target = lock.require_target(arch, &path)?.clone();
+                let emulator = if arch == host {
+                    None
+                } else {
+                    Some(lock.emulator(host, arch).cloned().ok_or_else(|| EnvError::NoEmulator {
+                        path: path.clone(),
+                        host,
+                        target: arch,
+                    })?)
+                };
+                out.insert(
+                    arch,
+                    BuildEnvironment {
+                        kind: "debian".into(),
+                        digest: lock.environment_digest(arch, &spec.links).to_string(),
+                        impure: false,
+                        method: if emulator.is_some() { "emulated" } else { "native" }.into(),
+                        arch,
+                        source: Source::Debian {
+                            target,
+                            links: spec.links.clone(),
+                            emulator,
+                        },
+                        root_mounts: Vec::new(),
+                        binfmt: Vec::new(),
+                        root_dir: None,
+                    },
+                );
+            }
         }
     }
+    Ok(out)
+}
 
+/// Fetch and assemble what every environment mounts (rootfs, emulator); cheap when the
+/// store already has them.
+pub fn materialize(
+    environments: &mut BTreeMap<Arch, BuildEnvironment>,
+    store: &Store,
+    fetcher: &Fetcher<'_>,
+    progress: &dyn Fn(&str),
+) -> Result<(), EnvError> {
+    for env in environments.values_mut() {
+        match &env.source {
+            Source::Host => {
+                env.root_mounts = host_root_mounts(Path::new("/"));
+                env.root_dir = Some(PathBuf::from("/"));
+            }
+            Source::Debian {
+                target,
+                links,
+                emulator,
+            } => {
+                let digest = Sha256::parse(&env.digest).expect("environment digests are sha256");
+                let rootfs = rootfs::assemble(store, fetcher, target, links, &digest, progress)
+                    .map_err(|source| EnvError::Assemble { arch: env.arch, source })?;
+                env.root_mounts = rootfs_mounts(&rootfs)?;
+                env.root_dir = Some(rootfs);
+                if let Some(emulator) = emulator {
+                    let binary = rootfs::emulator(store, fetcher, emulator)?;
+                    let machine = match env.arch {
+                        Arch::Arm64 => "aarch64",
+                        Arch::Amd64 => "x86_64",
+                    };
+                    env.binfmt = vec![hb_sandbox::qemu_binfmt(machine, binary)];
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl BuildEnvironment {
     pub fn record(&self) -> EnvironmentRecord {
         EnvironmentRecord {
             kind: self.kind.clone(),
@@ -73,6 +229,95 @@ impl BuildEnvironment {
             impure: self.impure,
         }
     }
+
+    /// libfaketime's preload library inside the environment, if it has one (the `clock`
+    /// variation needs it).
+    pub fn faketime_library(&self) -> Option<String> {
+        let triple = match self.arch {
+            Arch::Amd64 => "x86_64-linux-gnu",
+            Arch::Arm64 => "aarch64-linux-gnu",
+        };
+        let path = format!("/usr/lib/{triple}/faketime/libfaketime.so.1");
+        let root = self.root_dir.as_ref()?;
+        root.join(path.trim_start_matches('/')).exists().then_some(path)
+    }
+
+    /// The `.deb` files of this environment (empty for `host`).
+    pub fn debs(&self) -> Vec<&lock::LockedDeb> {
+        match &self.source {
+            Source::Host => Vec::new(),
+            Source::Debian { target, emulator, .. } => {
+                target.debs.iter().chain(emulator.iter().map(|e| &e.deb)).collect()
+            }
+        }
+    }
+}
+
+/// A rootfs directory as mounts: every top-level directory bound read-only, top-level
+/// symlinks (merged /usr) recreated, `/etc` entry by entry so hb can provide its own
+/// passwd, group and hosts.
+fn rootfs_mounts(rootfs: &Path) -> Result<Vec<Mount>, EnvError> {
+    let io = |path: &Path, source: std::io::Error| {
+        EnvError::Rootfs(RootfsError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let mut mounts = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(rootfs)
+        .map_err(|e| io(rootfs, e))?
+        .filter_map(|e| e.ok())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if SANDBOX_OWNED.contains(&name.as_str()) {
+            continue;
+        }
+        let path = entry.path();
+        let target = PathBuf::from("/").join(&name);
+        let file_type = entry.file_type().map_err(|e| io(&path, e))?;
+        if file_type.is_symlink() {
+            mounts.push(Mount::Symlink {
+                link: target,
+                points_to: std::fs::read_link(&path).map_err(|e| io(&path, e))?,
+            });
+        } else if name == "etc" && file_type.is_dir() {
+            mounts.push(Mount::Dir { target: target.clone() });
+            let mut etc: Vec<_> = std::fs::read_dir(&path)
+                .map_err(|e| io(&path, e))?
+                .filter_map(|e| e.ok())
+                .collect();
+            etc.sort_by_key(|e| e.file_name());
+            for item in etc {
+                let item_name = item.file_name().to_string_lossy().into_owned();
+                if PROVIDED_ETC_FILES.contains(&item_name.as_str()) {
+                    continue;
+                }
+                let item_path = item.path();
+                let item_target = target.join(&item_name);
+                if item.file_type().map_err(|e| io(&item_path, e))?.is_symlink() {
+                    mounts.push(Mount::Symlink {
+                        link: item_target,
+                        points_to: std::fs::read_link(&item_path).map_err(|e| io(&item_path, e))?,
+                    });
+                } else {
+                    mounts.push(Mount::Bind {
+                        source: item_path,
+                        target: item_target,
+                        writable: false,
+                    });
+                }
+            }
+        } else {
+            mounts.push(Mount::Bind {
+                source: path,
+                target,
+                writable: false,
+            });
+        }
+    }
+    Ok(mounts)
 }
 
 /// /usr read-only, the merged-/usr links as the host has them, and the /etc entries that
@@ -98,12 +343,7 @@ fn host_root_mounts(host_root: &Path) -> Vec<Mount> {
             });
         }
     }
-    for etc in [
-        "etc/alternatives",
-        "etc/ld.so.cache",
-        "etc/ld.so.conf",
-        "etc/ld.so.conf.d",
-    ] {
+    for etc in ["etc/alternatives", "etc/ld.so.cache", "etc/ld.so.conf", "etc/ld.so.conf.d"] {
         let path = host_root.join(etc);
         if path.exists() {
             mounts.push(Mount::Bind {

@@ -39,7 +39,9 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Recipe(_) | Error::Plan(_) | Error::Env(_) | Error::Usage { .. } => EXIT_BAD_INPUT,
+            Error::Recipe(_) | Error::Plan(_) | Error::Usage { .. } => EXIT_BAD_INPUT,
+            Error::Env(e) if e.is_bad_input() => EXIT_BAD_INPUT,
+            Error::Env(_) => EXIT_BUILD_FAILED,
             Error::Fetch(FetchError::Store(_)) => EXIT_BUILD_FAILED,
             Error::Fetch(_) => EXIT_BAD_INPUT,
             Error::Build(BuildError::Unpack { .. }) => EXIT_BAD_INPUT,
@@ -78,6 +80,7 @@ impl Error {
     pub fn as_diagnostic(&self) -> Option<&dyn miette::Diagnostic> {
         match self {
             Error::Recipe(e) => Some(e),
+            Error::Env(crate::env::EnvError::Lock(e @ crate::lock::LockError::Invalid(_))) => Some(e),
             _ => None,
         }
     }

@@ -44,7 +44,11 @@ pub struct Executor<'a> {
     pub ui: &'a Ui,
     pub environments: &'a BTreeMap<Arch, BuildEnvironment>,
     pub jobs: usize,
-    pub hb_jobs: usize,
+    /// Canonical for normal builds; varied by verify-repro.
+    pub conditions: crate::variation::Conditions,
+    /// When set, every node is built from scratch into `<dir>/<node index>` and the store's
+    /// outputs are neither used nor written (verify-repro rounds).
+    pub fresh_into: Option<PathBuf>,
     pub keep_failed: bool,
     pub sandbox_helper: &'a Path,
 }
@@ -75,10 +79,14 @@ impl Executor<'_> {
         let (tx, rx) = mpsc::channel::<(usize, Result<(Built, bool), BuildError>)>();
         std::thread::scope(|scope| loop {
             while first_error.is_none() && running.len() < self.jobs.max(1) {
-                let ready = (0..n).find(|&i| {
-                    matches!(states[i], State::Pending)
-                        && plan.nodes[i].deps.iter().all(|&d| matches!(states[d], State::Done(_)))
-                });
+                // Emulated builds are ~10x slower: start them first so they do not end up
+                // alone on the critical path; otherwise plan order.
+                let ready = (0..n)
+                    .filter(|&i| {
+                        matches!(states[i], State::Pending)
+                            && plan.nodes[i].deps.iter().all(|&d| matches!(states[d], State::Done(_)))
+                    })
+                    .min_by_key(|&i| (self.environments[&plan.nodes[i].arch].method != "emulated", i));
                 let Some(i) = ready else { break };
                 let node = &plan.nodes[i];
                 let job = self.node_build(plan, i, &states, sources);
@@ -86,8 +94,13 @@ impl Executor<'_> {
                 running.insert(i, format!("{} ({})", node.package, node.arch));
                 let tx = tx.clone();
                 let store = self.store;
+                let fresh = self.fresh_into.as_ref().map(|dir| dir.join(i.to_string()));
                 scope.spawn(move || {
-                    let _ = tx.send((i, job.run(store)));
+                    let result = match fresh {
+                        Some(dest) => job.run_fresh(store, &dest).map(|built| (built, false)),
+                        None => job.run(store),
+                    };
+                    let _ = tx.send((i, result));
                 });
             }
             if running.is_empty() {
@@ -163,7 +176,7 @@ impl Executor<'_> {
                 .collect(),
             deps,
             source_date_epoch: self.set.source_date_epoch,
-            hb_jobs: self.hb_jobs,
+            conditions: self.conditions.clone(),
             keep_failed: self.keep_failed,
             sandbox_helper: self.sandbox_helper,
         }

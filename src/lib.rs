@@ -11,6 +11,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod deb;
 pub mod cli;
 pub mod commands;
 pub mod dist;
@@ -19,11 +20,15 @@ pub mod env_vars;
 pub mod error;
 pub mod executor;
 pub mod fetch;
+pub mod lock;
 pub mod plan;
 pub mod recipe;
+pub mod repro;
+pub mod rootfs;
 pub mod store;
 pub mod types;
 pub mod ui;
+pub mod variation;
 
 pub use commands::run;
 pub use error::Error;

@@ -118,6 +118,8 @@ pub struct Store {
 pub struct VerifyReport {
     pub sources_checked: usize,
     pub outputs_checked: usize,
+    /// Filled by the caller that knows environments (see `commands::store`).
+    pub environments_checked: usize,
     pub corrupt: Vec<Problem>,
     /// Leftovers of interrupted runs under tmp/ (harmless; `gc` removes them).
     pub temporary_entries: usize,
@@ -125,6 +127,7 @@ pub struct VerifyReport {
 
 #[derive(Debug, Serialize)]
 pub struct Problem {
+    /// The object, under the store root.
     pub path: PathBuf,
     pub message: String,
 }

@@ -100,6 +100,15 @@ impl Ui {
         bar
     }
 
+    /// A spinner whose message says what long work is doing now.
+    pub fn spinner(&self, prefix: &str) -> ProgressBar {
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})").expect("valid template"));
+        bar.set_prefix(prefix.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+
     /// A byte-counting bar for downloads.
     pub fn download_bar(&self) -> ProgressBar {
         let bar = self.multi.add(ProgressBar::new(0));

@@ -7,18 +7,26 @@
 //!   `- outer init        helper re-executed with HB_SANDBOX_INIT: PDEATHSIG, unshare(user,
 //!      |                 mnt, pid, net, uts, ipc, cgroup), uid/gid maps, forbid nested user
 //!      |                 namespaces, fork; forwards SIGINT/TERM/HUP/QUIT; exits like pid 1
-//!      `- pid 1          PDEATHSIG, builds the root (mounts.rs), hostname, lo, pivot_root,
-//!         |              fork; reaps everything; reports the command's outcome; exits,
-//!         |              which makes the kernel kill whatever is left in the namespace
-//!         `- command     setsid, umask, chdir, signals reset, no_new_privs, capabilities
-//!                        dropped, Landlock (landlock.rs), execve with exactly policy.env
+//!      `- pid 1          PDEATHSIG, builds the root (mounts.rs; binfmt.rs registers
+//!         |              policy.binfmt and creates the command's nested user namespace),
+//!         |              hostname, lo, pivot_root, fork; reaps everything; reports the
+//!         |              command's outcome; exits, which makes the kernel kill whatever is
+//!         |              left in the namespace
+//!         `- command     [setns into the nested user namespace,] setsid, umask, chdir,
+//!                        signals reset, no_new_privs, capabilities dropped, Landlock
+//!                        (landlock.rs), execve with exactly policy.env
 //! ```
+//!
+//! User namespaces: without binfmt entries, the sandbox's maps `policy.uid`/`gid` to the
+//! caller's euid/egid and everything runs in it. With binfmt entries it maps 0 instead (the
+//! instance's files belong to its root, see binfmt.rs) and the command runs in a child
+//! namespace mapping `policy.uid`/`gid` to that 0 ([`nested_userns`]).
 //!
 //! Setup failures of any of the three inner processes travel back through the report pipe
 //! (report.rs) and become [`Error::Setup`] / [`Error::Unsupported`] in the caller.
 
 use crate::report::{self, Fail, Reporter};
-use crate::{landlock, mounts, sys};
+use crate::{binfmt, landlock, mounts, sys};
 use crate::{Command, Enforcement, Error, Mount, Outcome, Policy};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -27,7 +35,7 @@ use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -61,6 +69,7 @@ const SETUP_FAILED: i32 = 127;
 
 pub(crate) fn spawn(policy: &Policy, command: Command, helper: &Path) -> Result<(Outcome, Enforcement), Error> {
     validate(policy, &command.argv)?;
+    binfmt::validate(&policy.binfmt, helper)?;
     let landlock_abi = landlock::effective_abi()?;
 
     let request = serde_json::to_vec(&Request {
@@ -201,6 +210,9 @@ fn validate(policy: &Policy, argv: &[String]) -> Result<(), Error> {
     }
     if policy.umask > 0o777 {
         return bad(format!("umask {:o}", policy.umask));
+    }
+    for b in &policy.binfmt {
+        binfmt::register_line(b).map_err(Error::Policy)?;
     }
     Ok(())
 }
@@ -378,23 +390,23 @@ fn outer_init(request_fd: OwnedFd, reporter: &Reporter) -> Result<Never, Fail> {
         )),
         e => Fail::errno("unshare namespaces", e),
     })?;
-    // "deny" is required before an unprivileged gid_map; missing on very old kernels only.
-    match std::fs::write("/proc/self/setgroups", "deny") {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Fail::io("write deny to /proc/self/setgroups", &e))
-        }
-        _ => {}
-    }
-    let uid_map = format!("{} {} 1\n", req.policy.uid, uid);
-    std::fs::write("/proc/self/uid_map", &uid_map)
-        .map_err(|e| Fail::io(format_args!("write {:?} to /proc/self/uid_map", uid_map.trim()), &e))?;
-    let gid_map = format!("{} {} 1\n", req.policy.gid, gid);
-    std::fs::write("/proc/self/gid_map", &gid_map)
-        .map_err(|e| Fail::io(format_args!("write {:?} to /proc/self/gid_map", gid_map.trim()), &e))?;
+    // With binfmt_misc entries, the sandbox's own root must be mapped (see `nested`): the
+    // caller is uid/gid 0 here and policy.uid/gid only in the command's nested namespace.
+    let nested = !req.policy.binfmt.is_empty();
+    let (inner_uid, inner_gid) = if nested {
+        (0, 0)
+    } else {
+        (req.policy.uid, req.policy.gid)
+    };
+    write_id_maps(
+        Path::new("/proc/self"),
+        (inner_uid, uid.as_raw()),
+        (inner_gid, gid.as_raw()),
+    )?;
     // The limit of our user namespace: the command cannot create user namespaces of its own
-    // (and with them regain capabilities over new mount or network namespaces).
-    std::fs::write("/proc/sys/user/max_user_namespaces", "0")
-        .map_err(|e| Fail::io("write 0 to /proc/sys/user/max_user_namespaces", &e))?;
+    // (and with them regain capabilities over new mount or network namespaces). With a nested
+    // namespace for the command, pid 1 creates exactly that one, then lowers this to 0 too.
+    forbid_user_namespaces(if nested { "1" } else { "0" })?;
 
     // SAFETY: this process is single-threaded (init_if_requested runs first in main).
     match unsafe { nix::unistd::fork() }.map_err(|e| Fail::errno("fork the sandbox's pid 1", e))? {
@@ -436,7 +448,21 @@ fn pid1(req: &Request, reporter: &Reporter) -> Result<Never, Fail> {
     )
     .map_err(|e| Fail::errno("mount --make-rprivate /", e))?;
     let captured = mounts::capture(policy)?;
+    // Like the captures, while host paths (the interpreters) still resolve as on the host.
+    // Kept open until pid 1 exits: that alone keeps the instance alive (see binfmt.rs).
+    let binfmt_instance = binfmt::register(&policy.binfmt)?;
+    // Also while the host's /proc is still there.
+    let command_userns = if binfmt_instance.is_some() {
+        let userns = nested_userns(policy)?;
+        forbid_user_namespaces("0")?;
+        Some(userns)
+    } else {
+        None
+    };
     let root = mounts::build(policy, captured)?;
+    if let Some(instance) = &binfmt_instance {
+        binfmt::attach(root.as_fd(), instance.as_fd(), policy)?;
+    }
     nix::unistd::sethostname(&policy.hostname)
         .map_err(|e| Fail::errno(format_args!("sethostname {}", policy.hostname), e))?;
     // Do not leak the host's NIS domain name either.
@@ -454,7 +480,7 @@ fn pid1(req: &Request, reporter: &Reporter) -> Result<Never, Fail> {
     // SAFETY: pid 1 is single-threaded (a fork of the single-threaded outer init).
     match unsafe { nix::unistd::fork() }.map_err(|e| Fail::errno("fork the command", e))? {
         ForkResult::Child => {
-            let fail = match command(req) {
+            let fail = match command(req, command_userns.as_ref().map(|fd| fd.as_fd())) {
                 Ok(never) => match never {},
                 Err(fail) => fail,
             };
@@ -486,9 +512,15 @@ fn pid1(req: &Request, reporter: &Reporter) -> Result<Never, Fail> {
     }
 }
 
-/// The command's process, from fork to `execve`.
-fn command(req: &Request) -> Result<Never, Fail> {
+/// The command's process, from fork to `execve`. `userns`: the nested user namespace to
+/// enter first (see [`nested_userns`]).
+fn command(req: &Request, userns: Option<BorrowedFd<'_>>) -> Result<Never, Fail> {
     let policy = &req.policy;
+    if let Some(userns) = userns {
+        // Full capabilities in it (we own it), dropped below like the others.
+        nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| Fail::errno("enter the command's user namespace", e))?;
+    }
     // Its own session: no controlling terminal, so TIOCSTI on an inherited terminal cannot
     // inject input into the caller's shell.
     nix::unistd::setsid().map_err(|e| Fail::errno("setsid", e))?;
@@ -530,6 +562,124 @@ fn command(req: &Request) -> Result<Never, Fail> {
         }
     }
     Err(Fail::errno(format_args!("execve {program}"), last))
+}
+
+/// Write `uid_map` and `gid_map` (one line each: inside -> outside) of the process whose
+/// `/proc/PID` directory is `proc`, after denying `setgroups` (required for an unprivileged
+/// gid_map; the file is missing on very old kernels only).
+fn write_id_maps(proc: &Path, uid: (u32, u32), gid: (u32, u32)) -> Result<(), Fail> {
+    match std::fs::write(proc.join("setgroups"), "deny") {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Fail::io(format_args!("write deny to {}/setgroups", proc.display()), &e))
+        }
+        _ => {}
+    }
+    for (file, (inside, outside)) in [("uid_map", uid), ("gid_map", gid)] {
+        let map = format!("{inside} {outside} 1\n");
+        std::fs::write(proc.join(file), &map)
+            .map_err(|e| Fail::io(format_args!("write {:?} to {}/{file}", map.trim(), proc.display()), &e))?;
+    }
+    Ok(())
+}
+
+/// Set `max_user_namespaces` of the calling process's user namespace (through the host's
+/// /proc, which must still be mounted).
+fn forbid_user_namespaces(limit: &str) -> Result<(), Fail> {
+    std::fs::write("/proc/sys/user/max_user_namespaces", limit)
+        .map_err(|e| Fail::io(format_args!("write {limit} to /proc/sys/user/max_user_namespaces"), &e))
+}
+
+/// The command's user namespace when the sandbox has binfmt_misc entries. binfmt_misc files
+/// belong to the root of the instance's user namespace, so registering needs that root
+/// mapped: the sandbox's namespace maps uid/gid 0 to the caller, and the command runs in this
+/// child namespace, where `policy.uid`/`policy.gid` map to that 0 (so to the caller, as
+/// without binfmt), and which may not create user namespaces either. `execve` in it still
+/// finds the instance: binfmt_misc looks in the caller's user namespace, then its ancestors.
+///
+/// A child process creates it (a process cannot leave a user namespace it entered with
+/// `unshare`) and sends back a descriptor of it; pid 1 keeps it for the command's `setns`.
+/// Uses the host's /proc: call it before `pivot_root`.
+fn nested_userns(policy: &Policy) -> Result<OwnedFd, Fail> {
+    use nix::sys::socket::{self, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+    let (ours, theirs) = socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| Fail::errno("socketpair for the command's user namespace", e))?;
+    // SAFETY: pid 1 is single-threaded.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Fail::errno("fork to create the command's user namespace", e))? {
+        ForkResult::Child => {
+            drop(ours);
+            let made = (|| -> Result<OwnedFd, Fail> {
+                nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
+                    .map_err(|e| Fail::errno("unshare the command's user namespace", e))?;
+                write_id_maps(Path::new("/proc/self"), (policy.uid, 0), (policy.gid, 0))?;
+                forbid_user_namespaces("0")?;
+                nix::fcntl::open(
+                    "/proc/self/ns/user",
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| Fail::errno("open the command's user namespace", e))
+            })();
+            let sent = match made {
+                Ok(fd) => socket::sendmsg::<()>(
+                    theirs.as_raw_fd(),
+                    &[std::io::IoSlice::new(b"K")],
+                    &[ControlMessage::ScmRights(&[fd.as_raw_fd()])],
+                    MsgFlags::empty(),
+                    None,
+                ),
+                Err(fail) => {
+                    let (tag, text) = match &fail {
+                        Fail::Unsupported(t) => (b'U', t),
+                        Fail::Setup(t) => (b'S', t),
+                    };
+                    let mut msg = vec![tag];
+                    msg.extend_from_slice(&text.as_bytes()[..text.len().min(4000)]);
+                    socket::send(theirs.as_raw_fd(), &msg, MsgFlags::empty())
+                }
+            };
+            // SAFETY: ends this helper process without running atexit handlers.
+            unsafe { libc::_exit(i32::from(sent.is_err())) }
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            let mut buf = [0u8; 4096];
+            let mut cmsg = nix::cmsg_space!(RawFd);
+            let received = loop {
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                match socket::recvmsg::<()>(ours.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => break Err(Fail::errno("receive the command's user namespace", e)),
+                    Ok(msg) => {
+                        let fd = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+                            // SAFETY: the kernel just installed this descriptor in our table
+                            // for us (the helper sends exactly one).
+                            ControlMessageOwned::ScmRights(fds) => {
+                                fds.first().map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) })
+                            }
+                            _ => None,
+                        });
+                        break Ok((msg.bytes, fd));
+                    }
+                }
+            };
+            let _ = wait_for(child);
+            let (len, fd) = received?;
+            match (buf[..len].first(), fd) {
+                (Some(b'K'), Some(fd)) => Ok(fd),
+                (Some(b'S' | b'U'), _) => {
+                    let text = String::from_utf8_lossy(&buf[1..len]).into_owned();
+                    Err(if buf[0] == b'U' {
+                        Fail::Unsupported(text)
+                    } else {
+                        Fail::Setup(text)
+                    })
+                }
+                _ => Err(Fail::Setup(
+                    "create the command's user namespace: the helper died".into(),
+                )),
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -623,6 +773,7 @@ mod tests {
             cwd: "/".into(),
             umask: 0o022,
             loopback: false,
+            binfmt: Vec::new(),
         }
     }
 
@@ -654,5 +805,10 @@ mod tests {
         let mut p = policy();
         p.hostname = "x".repeat(65);
         assert!(validate(&p, &argv).is_err());
+        let mut p = policy();
+        p.binfmt = vec![crate::qemu_binfmt("aarch64", "relative/qemu".into())];
+        assert!(validate(&p, &argv).is_err());
+        p.binfmt[0].interpreter = "/store/qemu".into();
+        assert!(validate(&p, &argv).is_ok());
     }
 }

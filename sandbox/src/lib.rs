@@ -17,11 +17,26 @@
 //!   [`Error::Unsupported`] naming the missing feature; never a silent downgrade.
 //! - When the command exits, every other process of the sandbox is killed (pid namespace
 //!   init dies). When the caller dies, the sandbox is killed too (`PR_SET_PDEATHSIG`).
+//! - binfmt_misc: with `policy.binfmt` empty, nothing is mounted and `execve` falls back to
+//!   the host's registrations, as before. Otherwise the sandbox gets its own binfmt_misc
+//!   instance (Linux >= 6.7, else [`Error::Unsupported`] `binfmt_misc in a user namespace
+//!   (Linux >= 6.7)`) holding exactly those entries, registered with flags `F` (the
+//!   interpreter, a HOST path resolved like a bind source, is opened at setup and need not be
+//!   visible inside) and `P` (argv\[0\] preserved). Host registrations do not apply inside and
+//!   nothing is ever registered on the host. The instance is mounted read-only
+//!   (`nosuid,nodev,noexec`) at `/proc/sys/fs/binfmt_misc` when the policy has a `Proc` mount
+//!   at `/proc`; without one it is in force but invisible. Emulated programs are confined by
+//!   Landlock like native ones; the interpreter needs no rule (the kernel reopens it with the
+//!   setup's credentials). The command then runs in a user namespace nested in the sandbox's
+//!   (whose root is mapped to the caller, as binfmt_misc requires); ids, capabilities and
+//!   the ban on new user namespaces are the same as without. An entry that would match the
+//!   host's own executables (which it would hijack) is an [`Error::Policy`].
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+mod binfmt;
 mod init;
 mod landlock;
 mod mounts;
@@ -84,6 +99,53 @@ pub struct Policy {
     /// Allow the loopback interface only; there is never any other interface. When false,
     /// `lo` stays down as well.
     pub loopback: bool,
+    /// Private binfmt_misc registrations (flags F and P: interpreter opened at registration,
+    /// argv\[0\] preserved). Empty = no binfmt_misc instance at all.
+    #[serde(default)]
+    pub binfmt: Vec<Binfmt>,
+}
+
+/// A binfmt_misc registration made in the sandbox's private binfmt_misc instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Binfmt {
+    /// Entry name, e.g. `qemu-aarch64`: `[A-Za-z0-9_-]+`, at most 64 bytes, not `register`
+    /// or `status`.
+    pub name: String,
+    /// Bytes to match at offset 0 of an executable (1 to 128 bytes), e.g. an ELF header.
+    pub magic: Vec<u8>,
+    /// Bits of `magic` that must match; same length as `magic`.
+    pub mask: Vec<u8>,
+    /// HOST path (absolute) of a static emulator, e.g. `store/.../qemu-aarch64-static`. It is
+    /// opened at registration thanks to flag F, so it need not be visible inside the sandbox.
+    pub interpreter: PathBuf,
+}
+
+/// Targets [`qemu_binfmt`] knows.
+pub const QEMU_TARGETS: [&str; 2] = ["aarch64", "x86_64"];
+
+/// The registration Debian's qemu-user-static uses for `target`'s ELF executables (static and
+/// dynamic: the mask ignores the OS/ABI byte and the ET_EXEC/ET_DYN bit), named
+/// `qemu-{target}`, with `interpreter` (a host path of a static `qemu-{target}`).
+///
+/// # Panics
+/// When `target` is not one of [`QEMU_TARGETS`] (`"aarch64"` or `"x86_64"`).
+pub fn qemu_binfmt(target: &str, interpreter: PathBuf) -> Binfmt {
+    // e_machine, little-endian: EM_AARCH64 = 183, EM_X86_64 = 62.
+    let machine: u8 = match target {
+        "aarch64" => 0xb7,
+        "x86_64" => 0x3e,
+        other => panic!("qemu_binfmt: unknown target {other:?} (known: {QEMU_TARGETS:?})"),
+    };
+    // 64-bit, little-endian, ELF version 1, any OS/ABI; e_type 2 or 3; e_machine.
+    let mut magic = b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00".to_vec();
+    magic[18] = machine;
+    let mask = b"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff".to_vec();
+    Binfmt {
+        name: format!("qemu-{target}"),
+        magic,
+        mask,
+        interpreter,
+    }
 }
 
 /// What to run and where its output goes.
@@ -152,7 +214,8 @@ pub enum Error {
 /// `main` must call [`init_if_requested`] before anything else.
 ///
 /// # Errors
-/// [`Error::Unsupported`] when the kernel lacks namespaces or Landlock ABI >= 4;
+/// [`Error::Unsupported`] when the kernel lacks namespaces or Landlock ABI >= 4, or binfmt_misc
+/// in a user namespace (Linux >= 6.7) while `policy.binfmt` is not empty;
 /// [`Error::Setup`] when a setup step fails; [`Error::Policy`] for relative targets or
 /// similar policy mistakes. A command that exits non-zero is NOT an error: see [`Outcome`].
 pub fn run(policy: &Policy, command: Command, helper: &std::path::Path) -> Result<(Outcome, Enforcement), Error> {

@@ -3,13 +3,17 @@
 
 mod build;
 mod fetch;
+mod lock;
 mod shell;
 mod store;
+mod verify_repro;
 
 pub use build::BuildArgs;
 pub use fetch::FetchArgs;
+pub use lock::LockArgs;
 pub use shell::ShellArgs;
 pub use store::{StoreArgs, StoreCommand};
+pub use verify_repro::VerifyReproArgs;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -61,10 +65,15 @@ pub enum ColorArg {
 pub enum Command {
     /// Build a set (or one recipe and its dependencies) and write dist/ artifacts
     Build(BuildArgs),
-    /// Download every source of a set into the store
+    /// Download every source and environment package of a set into the store
     Fetch(FetchArgs),
+    /// Resolve the set's Debian environment into exact .deb files (set.lock)
+    Lock(LockArgs),
     /// Open an interactive shell inside a recipe's build sandbox
     Shell(ShellArgs),
+    /// Rebuild everything twice or more under varied conditions, compare, explain; the gate
+    /// before signing (exit 0 reproduced, 1 differs, 3 a build failed)
+    VerifyRepro(VerifyReproArgs),
     /// Inspect and maintain the store
     Store(StoreArgs),
 }

@@ -17,11 +17,12 @@ pub const BUILD_REPORT: &str = "build-report.json";
 pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
     let clock = Instant::now();
     let started = SystemTime::now();
-    let prepared = prepare(ctx, &args.target, &args.arch)?;
+    let mut prepared = prepare(ctx, &args.target, &args.arch)?;
     let store = ctx.open_store()?;
     let _store_lock = store.lock_shared()?;
     let fetcher = Fetcher::new(&store, Mirrors::from_environment(), args.offline);
     let sources = executor::fetch_sources(&prepared.set, &prepared.plan, &fetcher, &ctx.ui)?;
+    super::materialize_environments(ctx, &mut prepared, &store, &fetcher)?;
     let helper = sandbox_helper()?;
     let executor = Executor {
         store: &store,
@@ -29,7 +30,8 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
         ui: &ctx.ui,
         environments: &prepared.environments,
         jobs: ctx.jobs,
-        hb_jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        conditions: crate::variation::Conditions::canonical(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        fresh_into: None,
         keep_failed: args.keep_failed,
         sandbox_helper: &helper,
     };
@@ -53,6 +55,9 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
             root.sources.extend(node.source_digests.iter().map(|d| d.to_string()));
         }
         root.artifacts.insert(format!("{}.tar.gz", artifact.cache_key));
+        // The environment's debs stay too, so an offline rebuild can re-assemble it.
+        root.sources
+            .extend(prepared.environments[&arch].debs().iter().map(|d| d.sha256.to_string()));
         store.write_root(&format!("{}-{arch}", prepared.set.name), &root)?;
         artifacts.push(artifact);
     }

@@ -13,6 +13,16 @@ pub fn run(ctx: &Context, args: FetchArgs) -> Result<i32, Error> {
     let _store_lock = store.lock_shared()?;
     let fetcher = Fetcher::new(&store, Mirrors::from_environment(), false);
     let paths = executor::fetch_sources(&prepared.set, &prepared.plan, &fetcher, &ctx.ui)?;
+    let mut debs = std::collections::BTreeMap::new();
+    for env in prepared.environments.values() {
+        for deb in env.debs() {
+            debs.insert(deb.sha256.clone(), deb);
+        }
+    }
+    for deb in debs.values() {
+        let progress = crate::ui::FetchProgress(&ctx.ui, Default::default());
+        fetcher.fetch(&deb.label(), &[deb.url()], &deb.sha256, &progress)?;
+    }
     if ctx.ui.json {
         let sources: Vec<_> = paths
             .iter()

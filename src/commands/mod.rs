@@ -3,8 +3,10 @@
 
 mod build;
 mod fetch;
+mod lock;
 mod shell;
 mod store;
+mod verify_repro;
 
 use crate::cli::{Cli, ColorArg, Command};
 use crate::env::BuildEnvironment;
@@ -56,8 +58,10 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Build(args) => build::run(&ctx, args),
         Command::Fetch(args) => fetch::run(&ctx, args),
+        Command::Lock(args) => lock::run(&ctx, args),
         Command::Shell(args) => shell::run(&ctx, args),
         Command::Store(args) => store::run(&ctx, args),
+        Command::VerifyRepro(args) => verify_repro::run(&ctx, args),
     }
 }
 
@@ -91,10 +95,7 @@ pub fn prepare(ctx: &Context, target: &Path, arch_args: &[String]) -> Result<Pre
         None => set.packages.keys().cloned().collect(),
     };
     let arches = parse_arches(arch_args, &set.targets)?;
-    let mut environments = BTreeMap::new();
-    for &arch in &arches {
-        environments.insert(arch, BuildEnvironment::resolve(&set.environment, arch)?);
-    }
+    let environments = crate::env::resolve(&set, &arches)?;
     for env in environments.values() {
         if env.impure {
             ctx.ui.warn(&format!(
@@ -158,6 +159,27 @@ fn parse_arches(args: &[String], targets: &[Arch]) -> Result<Vec<Arch>, Error> {
         }
     }
     Ok(arches)
+}
+
+/// Fetch and assemble every environment of `prepared`, with a spinner, then say which
+/// environment each arch builds in.
+pub fn materialize_environments(
+    ctx: &Context,
+    prepared: &mut Prepared,
+    store: &Store,
+    fetcher: &crate::fetch::Fetcher<'_>,
+) -> Result<(), Error> {
+    let spinner = ctx.ui.spinner("environment");
+    let result = crate::env::materialize(&mut prepared.environments, store, fetcher, &|message| {
+        spinner.set_message(message.to_string());
+        ctx.ui.debug(message);
+    });
+    spinner.finish_and_clear();
+    result?;
+    for (arch, env) in &prepared.environments {
+        ctx.ui.debug(&format!("{arch}: {} environment {} ({})", env.kind, env.digest, env.method));
+    }
+    Ok(())
 }
 
 /// The executable that serves as the sandbox's init: hb itself.

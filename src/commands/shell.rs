@@ -24,6 +24,7 @@ pub fn run(ctx: &Context, args: ShellArgs) -> Result<i32, Error> {
     let _store_lock = store.lock_shared()?;
     let fetcher = Fetcher::new(&store, Mirrors::from_environment(), false);
     let sources = executor::fetch_sources(&prepared.set, &prepared.plan, &fetcher, &ctx.ui)?;
+    super::materialize_environments(ctx, &mut prepared, &store, &fetcher)?;
     let helper = sandbox_helper()?;
     let target_index = prepared.plan.nodes.len() - 1;
     let deps_plan = Plan {
@@ -35,7 +36,8 @@ pub fn run(ctx: &Context, args: ShellArgs) -> Result<i32, Error> {
         ui: &ctx.ui,
         environments: &prepared.environments,
         jobs: ctx.jobs,
-        hb_jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        conditions: crate::variation::Conditions::canonical(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        fresh_into: None,
         keep_failed: false,
         sandbox_helper: &helper,
     };
@@ -63,7 +65,7 @@ pub fn run(ctx: &Context, args: ShellArgs) -> Result<i32, Error> {
             .collect(),
         deps,
         source_date_epoch: prepared.set.source_date_epoch,
-        hb_jobs: executor.hb_jobs,
+        conditions: executor.conditions.clone(),
         keep_failed: false,
         sandbox_helper: &helper,
     };

@@ -14,7 +14,8 @@ pub fn run(ctx: &Context, args: StoreArgs) -> Result<i32, Error> {
         }
         StoreCommand::Verify => {
             let bar = ctx.ui.bar(0, "verify");
-            let report = store.verify(&|name| bar.set_message(name.to_string()))?;
+            let mut report = store.verify(&|name| bar.set_message(name.to_string()))?;
+            verify_environments(&store, &mut report, &|name| bar.set_message(name.to_string()))?;
             bar.finish_and_clear();
             if ctx.ui.json {
                 ctx.ui.print_json(&serde_json::to_value(&report).expect("plain data"));
@@ -23,9 +24,10 @@ pub fn run(ctx: &Context, args: StoreArgs) -> Result<i32, Error> {
                     eprintln!("corrupt: {}: {}", problem.path.display(), problem.message);
                 }
                 ctx.ui.status(&format!(
-                    "checked {} source(s) and {} output(s): {} corrupt{}",
+                    "checked {} source(s), {} output(s) and {} environment(s): {} corrupt{}",
                     report.sources_checked,
                     report.outputs_checked,
+                    report.environments_checked,
                     report.corrupt.len(),
                     if report.temporary_entries > 0 {
                         format!(
@@ -75,4 +77,31 @@ pub fn run(ctx: &Context, args: StoreArgs) -> Result<i32, Error> {
             Ok(0)
         }
     }
+}
+
+/// Re-hash every assembled environment (rootfs) against its manifest.
+fn verify_environments(
+    store: &crate::store::Store,
+    report: &mut crate::store::VerifyReport,
+    progress: &dyn Fn(&str),
+) -> Result<(), Error> {
+    let envs = store.root().join("envs");
+    let Ok(entries) = std::fs::read_dir(&envs) else {
+        return Ok(());
+    };
+    let mut dirs: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.join("meta.json").exists() || p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("emulator-"))
+        })
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        progress(&format!("envs/{}", dir.file_name().unwrap_or_default().to_string_lossy()));
+        report.environments_checked += 1;
+        if let Err(message) = crate::rootfs::verify(store, &dir) {
+            report.corrupt.push(crate::store::Problem { path: dir, message });
+        }
+    }
+    Ok(())
 }

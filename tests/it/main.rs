@@ -2,7 +2,9 @@
 
 mod build;
 mod common;
+mod env;
 mod errors;
+mod repro;
 mod sandbox;
 mod shell;
 mod store;

@@ -105,6 +105,7 @@ impl Sandbox {
             cwd: p("/build"),
             umask: 0o022,
             loopback: true,
+            binfmt: Vec::new(),
         };
         Sandbox { build, out, policy }
     }

@@ -1,0 +1,130 @@
+//! Pinned Debian environments: `hb lock`, lock validation, rootfs assembly, and a C fixture
+//! built for amd64 and arm64 (emulated) in them. Tests that need the assembled environment
+//! share one store (content-addressed and locked, so concurrent tests are safe), so the
+//! ~90 MB of packages per arch are fetched and unpacked once per CI run.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A store shared by the tests of this file that use `fixtures/pinned`'s environment.
+fn shared_store() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("hb-shared-store")
+}
+
+fn pinned_fixture(hb: &Hb) -> PathBuf {
+    hb.fixture("pinned")
+}
+
+#[test]
+fn lock_names_an_unknown_debian_package() {
+    let hb = Hb::new();
+    let dir = hb.work().join("unknown");
+    write(
+        &dir.join("set.toml"),
+        "[set]\nname = \"u\"\ntargets = [\"amd64\"]\nsource_date_epoch = 1\n\n[environment]\nkind = \"debian\"\nsuite = \"bookworm\"\npackages = [\"make\", \"hb-no-such-package\"]\n",
+    );
+    hb.run(&["lock", dir.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("unknown Debian package \"hb-no-such-package\" for amd64");
+    assert!(!dir.join("set.lock").exists(), "no lock is written on failure");
+}
+
+#[test]
+fn a_lock_edited_by_hand_is_a_located_error() {
+    let hb = Hb::new();
+    let set = pinned_fixture(&hb);
+    let lock = set.join("set.lock");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    // A field with a bad value.
+    let line = text.lines().position(|l| l.contains("name = \"dash\"")).unwrap() + 1;
+    let bad = text.replacen("name = \"dash\", version = \"", "name = \"dash\", version = 7, x = \"", 1);
+    std::fs::write(&lock, &bad).unwrap();
+    let run = hb.run(&["build", "--arch", "amd64", set.to_str().unwrap()]);
+    run.expect_code(2).expect_stderr(&format!("set.lock:{line}:"));
+    // Broken syntax.
+    std::fs::write(&lock, text.replacen("[[targets]]", "[[targets]", 1)).unwrap();
+    hb.run(&["build", "--arch", "amd64", set.to_str().unwrap()]).expect_code(2).expect_stderr("set.lock:");
+    // A lock that no longer matches set.toml is out of date.
+    std::fs::write(&lock, &text).unwrap();
+    let toml = std::fs::read_to_string(set.join("set.toml")).unwrap();
+    std::fs::write(set.join("set.toml"), toml.replace("\"mawk\"]", "\"mawk\", \"patch\"]")).unwrap();
+    hb.run(&["build", "--arch", "amd64", set.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("is out of date")
+        .expect_stderr("hb lock");
+    assert!(!hb.store().join("envs").exists() || std::fs::read_dir(hb.store().join("envs")).unwrap().count() == 0);
+}
+
+#[test]
+fn a_deb_that_does_not_match_the_lock_is_refused() {
+    let hb = Hb::new();
+    let set = pinned_fixture(&hb);
+    let lock = set.join("set.lock");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    // Pin `hostname` (a small deb) to a digest its bytes do not have.
+    let line = text.lines().find(|l| l.contains("name = \"hostname\"")).unwrap();
+    let real = line.split("sha256 = \"").nth(1).unwrap()[..64].to_string();
+    let fake = format!("{}{}", &real[..63], if real.ends_with('0') { "1" } else { "0" });
+    std::fs::write(&lock, text.replace(&real, &fake)).unwrap();
+    let run = hb.run(&["build", "--arch", "amd64", set.to_str().unwrap()]);
+    run.expect_code(2).expect_stderr(&format!("sha256 mismatch: expected {fake}, got {real}"));
+    assert!(!hb.store().join("sources").join(&real).exists());
+    assert!(!hb.store().join("sources").join(&fake).exists());
+    let envs: Vec<_> = std::fs::read_dir(hb.store().join("envs")).map(|d| d.collect()).unwrap_or_default();
+    assert!(envs.iter().all(|e| !e.as_ref().unwrap().path().join("rootfs").exists()), "no rootfs was stored");
+}
+
+#[test]
+fn the_fixture_builds_for_amd64_and_arm64_in_the_pinned_environment() {
+    let hb = Hb::new();
+    let set = pinned_fixture(&hb);
+    let run = hb
+        .command()
+        .env("HB_STORE", shared_store())
+        .args(["--json", "build", set.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    for node in report["nodes"].as_array().unwrap() {
+        let expected = if node["arch"] == "amd64" { "native" } else { "emulated" };
+        assert_eq!(node["method"], expected, "{node}");
+        assert_eq!(node["environment"]["kind"], "debian");
+        assert_eq!(node["environment"]["impure"], false);
+    }
+    for (arch, machine) in [("amd64", 62u16), ("arm64", 183u16)] {
+        let archive = hb.work().join(format!("dist/pinned-linux-{arch}.tar.gz"));
+        let unpack = hb.dir.path().join(arch);
+        std::fs::create_dir_all(&unpack).unwrap();
+        assert!(Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&unpack).status().unwrap().success());
+        let bytes = std::fs::read(unpack.join(format!("pinned-linux-{arch}/bin/greet"))).unwrap();
+        assert_eq!(&bytes[..4], b"\x7fELF");
+        assert_eq!(u16::from_le_bytes([bytes[18], bytes[19]]), machine, "{arch} greet has the wrong e_machine");
+    }
+    // The same lock, the same environment digest, the same bytes: a second build reuses all.
+    let again = hb
+        .command()
+        .env("HB_STORE", shared_store())
+        .args(["--json", "build", set.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert!(report["nodes"].as_array().unwrap().iter().all(|n| n["cached"] == true));
+}
+
+#[test]
+fn the_rootfs_of_a_lock_is_verified_by_store_verify() {
+    let hb = Hb::new();
+    let set = pinned_fixture(&hb);
+    let run = hb
+        .command()
+        .env("HB_STORE", shared_store())
+        .args(["build", "--arch", "amd64", set.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let verify = hb.command().env("HB_STORE", shared_store()).args(["--json", "store", "verify"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert!(report["environments_checked"].as_u64().unwrap() >= 1, "{report}");
+}
