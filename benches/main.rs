@@ -19,6 +19,12 @@ fn main() {
     if wants("sandbox") {
         sandbox();
     }
+    if wants("sandbox-env") {
+        sandbox_env();
+    }
+    if wants("repro") {
+        repro();
+    }
     if wants("cached-build") {
         cached_build();
     }
@@ -81,6 +87,7 @@ fn sandbox() {
         cwd: "/build".into(),
         umask: 0o022,
         loopback: true,
+        binfmt: Vec::new(),
     };
     let helper = std::env::current_exe().unwrap();
     let mut hb = Vec::new();
@@ -184,6 +191,111 @@ fn cached_build() {
             "hb build {set}, all outputs cached: median {:.1} ms over {RUNS} runs (first run {:.1} s)",
             ms(median(samples)),
             first.as_secs_f64()
+        );
+    }
+}
+
+/// Sandbox start with a pinned environment's rootfs (from `$HB_STORE/envs`) vs the host
+/// environment, each with the mounts hb uses for a build.
+fn sandbox_env() {
+    const RUNS: usize = 200;
+    let Some(store) = std::env::var_os("HB_STORE").map(PathBuf::from) else {
+        println!("sandbox-env: set HB_STORE to a store with an assembled environment (hb build fixtures/pinned)");
+        return;
+    };
+    let rootfs = std::fs::read_dir(store.join("envs"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path().join("rootfs")))
+        .find(|p| p.join("usr/bin/gcc").exists() && p.join("usr/lib/x86_64-linux-gnu").exists());
+    let Some(rootfs) = rootfs else {
+        println!("sandbox-env: no amd64 environment in {}/envs", store.display());
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let helper = std::env::current_exe().unwrap();
+    let mut figures = Vec::new();
+    for (name, root_mounts) in [
+        ("host /usr", hb::env::host_root_mounts(Path::new("/"))),
+        ("pinned rootfs", hb::env::rootfs_mounts(&rootfs).unwrap()),
+    ] {
+        let mut mounts = root_mounts;
+        let n = mounts.len();
+        mounts.extend([
+            hb_sandbox::Mount::Proc { target: "/proc".into() },
+            hb_sandbox::Mount::Dev { target: "/dev".into() },
+            hb_sandbox::Mount::Tmpfs { target: "/tmp".into() },
+            hb_sandbox::Mount::Bind { source: dir.path().to_owned(), target: "/build".into(), writable: true },
+        ]);
+        let policy = hb_sandbox::Policy {
+            mounts,
+            writable: vec!["/build".into(), "/tmp".into()],
+            hostname: "hb-build".into(),
+            uid: 1000,
+            gid: 1000,
+            env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
+            cwd: "/build".into(),
+            umask: 0o022,
+            loopback: true,
+            binfmt: Vec::new(),
+        };
+        let samples: Vec<Duration> = (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                let command = hb_sandbox::Command { argv: vec!["/bin/true".into()], stdin: None, stdout: None, stderr: None };
+                let (outcome, _) = hb_sandbox::run(&policy, command, &helper).expect("sandbox runs");
+                assert!(outcome.success());
+                start.elapsed()
+            })
+            .collect();
+        figures.push((name, n, median(samples)));
+    }
+    println!("sandbox start + /bin/true with each environment's root mounts, median of {RUNS}:");
+    for (name, n, m) in &figures {
+        println!("  {name:<14} ({n:3} root mounts)  {:7.2} ms", ms(*m));
+    }
+    println!("  ratio pinned / host                 {:7.2}", ms(figures[1].2) / ms(figures[0].2));
+}
+
+/// verify-repro's parallelism: on the fixture sets with `--jobs 2`, the rounds' wall time
+/// against the ideal (sum of the individual build times / 2).
+fn repro() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let hb = root.join("target/release/hb");
+    if !hb.exists() {
+        println!("repro: build target/release/hb first (cargo build --release)");
+        return;
+    }
+    for set in ["fixtures/unrepro", "fixtures/basic"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(&hb)
+            .args(["--json", "--jobs", "2", "verify-repro", "--vary", "none", "--no-explain", "--rounds", "3"])
+            .arg("--report")
+            .arg(dir.path().join("report"))
+            .arg("--out")
+            .arg(dir.path().join("dist"))
+            .arg(root.join(set))
+            .env("HB_STORE", dir.path().join("store"))
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("verify-repro --json");
+        let rounds: u64 = report["phase_ms"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.as_str() == "rounds")
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum();
+        let builds = report["build_ms_total"].as_u64().unwrap();
+        let ideal = builds as f64 / 2.0;
+        println!(
+            "verify-repro {set} --jobs 2 (3 rounds, {} nodes): rounds wall {:.0} ms, sum of builds {} ms, ideal {:.0} ms, ratio {:.2}",
+            report["nodes"].as_array().unwrap().len(),
+            rounds as f64,
+            builds,
+            ideal,
+            rounds as f64 / ideal
         );
     }
 }

@@ -256,7 +256,7 @@ impl BuildEnvironment {
 /// A rootfs directory as mounts: every top-level directory bound read-only, top-level
 /// symlinks (merged /usr) recreated, `/etc` entry by entry so hb can provide its own
 /// passwd, group and hosts.
-fn rootfs_mounts(rootfs: &Path) -> Result<Vec<Mount>, EnvError> {
+pub fn rootfs_mounts(rootfs: &Path) -> Result<Vec<Mount>, EnvError> {
     let io = |path: &Path, source: std::io::Error| {
         EnvError::Rootfs(RootfsError::Io {
             path: path.to_owned(),
@@ -322,7 +322,7 @@ fn rootfs_mounts(rootfs: &Path) -> Result<Vec<Mount>, EnvError> {
 
 /// /usr read-only, the merged-/usr links as the host has them, and the /etc entries that
 /// compilers and configure scripts look at (`alternatives` for `cc`/`awk`, the loader cache).
-fn host_root_mounts(host_root: &Path) -> Vec<Mount> {
+pub fn host_root_mounts(host_root: &Path) -> Vec<Mount> {
     let mut mounts = vec![Mount::Bind {
         source: host_root.join("usr"),
         target: PathBuf::from("/usr"),

@@ -46,6 +46,9 @@ pub struct Executor<'a> {
     pub jobs: usize,
     /// Canonical for normal builds; varied by verify-repro.
     pub conditions: crate::variation::Conditions,
+    /// Per-node conditions overriding `conditions` (verify-repro runs all its rounds as one
+    /// plan, so both cores stay busy across round boundaries).
+    pub node_conditions: Option<Vec<crate::variation::Conditions>>,
     /// When set, every node is built from scratch into `<dir>/<node index>` and the store's
     /// outputs are neither used nor written (verify-repro rounds).
     pub fresh_into: Option<PathBuf>,
@@ -71,11 +74,16 @@ impl Executor<'_> {
     /// Build every node of `plan`. On the first failure no new build starts; running ones
     /// finish; the first error is returned and later ones are shown as warnings.
     pub fn run(&self, plan: &Plan, sources: &SourcePaths) -> Result<Vec<NodeResult>, BuildError> {
+        self.run_indexed(plan, sources).map_err(|(_, e)| e)
+    }
+
+    /// Like [`Executor::run`], with the index of the node whose build failed first.
+    pub fn run_indexed(&self, plan: &Plan, sources: &SourcePaths) -> Result<Vec<NodeResult>, (usize, BuildError)> {
         let n = plan.nodes.len();
         let mut states: Vec<State> = (0..n).map(|_| State::Pending).collect();
         let bar = self.ui.bar(n as u64, "build");
         let mut running: BTreeMap<usize, String> = BTreeMap::new();
-        let mut first_error: Option<BuildError> = None;
+        let mut first_error: Option<(usize, BuildError)> = None;
         let (tx, rx) = mpsc::channel::<(usize, Result<(Built, bool), BuildError>)>();
         std::thread::scope(|scope| loop {
             while first_error.is_none() && running.len() < self.jobs.max(1) {
@@ -130,7 +138,7 @@ impl Executor<'_> {
                 Err(e) => {
                     states[i] = State::Failed;
                     if first_error.is_none() {
-                        first_error = Some(e);
+                        first_error = Some((i, e));
                     } else {
                         self.ui.warn(&format!("{label} also failed: {e}"));
                     }
@@ -176,7 +184,10 @@ impl Executor<'_> {
                 .collect(),
             deps,
             source_date_epoch: self.set.source_date_epoch,
-            conditions: self.conditions.clone(),
+            conditions: match &self.node_conditions {
+                Some(per_node) => per_node[i].clone(),
+                None => self.conditions.clone(),
+            },
             keep_failed: self.keep_failed,
             sandbox_helper: self.sandbox_helper,
         }

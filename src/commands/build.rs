@@ -31,6 +31,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
         environments: &prepared.environments,
         jobs: ctx.jobs,
         conditions: crate::variation::Conditions::canonical(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        node_conditions: None,
         fresh_into: None,
         keep_failed: args.keep_failed,
         sandbox_helper: &helper,

@@ -37,6 +37,7 @@ pub fn run(ctx: &Context, args: ShellArgs) -> Result<i32, Error> {
         environments: &prepared.environments,
         jobs: ctx.jobs,
         conditions: crate::variation::Conditions::canonical(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        node_conditions: None,
         fresh_into: None,
         keep_failed: false,
         sandbox_helper: &helper,

@@ -117,40 +117,49 @@ pub fn verify(cx: &Context<'_>, options: &ReproOptions) -> Result<ReproRun, Stor
     let varied = canonical.varied(&options.variations);
     let mut phase_ms = BTreeMap::new();
     let mut build_ms_total = 0;
-    let mut rounds: Vec<Result<Vec<NodeResult>, BuildError>> = Vec::new();
-    for round in 1..=options.rounds.max(1) {
-        let conditions = if round == 1 { canonical.clone() } else { varied.clone() };
-        let dir = options.work.join(format!("round-{round}"));
-        fs_err::create_dir_all(&dir)?;
-        cx.ui.status(&format!(
-            "round {round}/{}: {} build(s){}",
-            options.rounds,
-            cx.plan.nodes.len(),
-            if round == 1 {
-                " (canonical)".to_string()
-            } else {
-                format!(" varying {}", names(&options.variations))
-            }
-        ));
-        let started = Instant::now();
-        let executor = Executor {
-            store: cx.store,
-            set: cx.set,
-            ui: cx.ui,
-            environments: cx.environments,
-            jobs: options.jobs,
-            conditions,
-            fresh_into: Some(dir),
-            keep_failed: false,
-            sandbox_helper: cx.sandbox_helper,
-        };
-        let result = executor.run(cx.plan, cx.sources);
-        if let Ok(results) = &result {
-            build_ms_total += results.iter().map(|r| r.built.meta.duration_ms).sum::<u64>();
+    // Every round's copy of every node in one plan: rounds are independent, so the
+    // executor keeps all cores busy instead of waiting at each round's tail.
+    let n = cx.plan.nodes.len();
+    let rounds_count = options.rounds.max(1);
+    let mut combined = Plan { nodes: Vec::new() };
+    let mut node_conditions = Vec::new();
+    for round in 0..rounds_count {
+        for node in &cx.plan.nodes {
+            let mut copy = node.clone();
+            copy.deps.iter_mut().for_each(|d| *d += round * n);
+            combined.nodes.push(copy);
+            node_conditions.push(if round == 0 { canonical.clone() } else { varied.clone() });
         }
-        phase_ms.insert(format!("round-{round}"), started.elapsed().as_millis() as u64);
-        rounds.push(result);
     }
+    cx.ui.status(&format!(
+        "{rounds_count} rounds of {n} build(s): round 1 canonical, later rounds varying {}",
+        names(&options.variations)
+    ));
+    let dir = options.work.join("rounds");
+    fs_err::create_dir_all(&dir)?;
+    let started = Instant::now();
+    let executor = Executor {
+        store: cx.store,
+        set: cx.set,
+        ui: cx.ui,
+        environments: cx.environments,
+        jobs: options.jobs,
+        conditions: canonical.clone(),
+        node_conditions: Some(node_conditions),
+        fresh_into: Some(dir),
+        keep_failed: false,
+        sandbox_helper: cx.sandbox_helper,
+    };
+    let combined_result = executor.run_indexed(&combined, cx.sources);
+    phase_ms.insert("rounds".into(), started.elapsed().as_millis() as u64);
+    let (rounds, failure): (Vec<Option<Vec<NodeResult>>>, Option<(usize, BuildError)>) = match combined_result {
+        Ok(results) => {
+            build_ms_total += results.iter().map(|r| r.built.meta.duration_ms).sum::<u64>();
+            (results.chunks(n.max(1)).map(|c| Some(c.to_vec())).collect(), None)
+        }
+        // The executor stops at the first failure: no round is complete then.
+        Err((index, error)) => (vec![None; rounds_count], Some((index / n.max(1), error))),
+    };
 
     let mut nodes = Vec::new();
     for (i, node) in cx.plan.nodes.iter().enumerate() {
@@ -169,32 +178,31 @@ pub fn verify(cx: &Context<'_>, options: &ReproOptions) -> Result<ReproRun, Stor
             error: None,
             diffoscope: None,
         };
+        if let Some((failed_round, error)) = &failure {
+            report.verdict = Verdict::Failed;
+            report.error = Some(if failed_node(error) == Some((node.package.as_str(), node.arch)) {
+                format!("round {}: {error}", failed_round + 1)
+            } else {
+                "not built: another build failed".to_string()
+            });
+        }
         for (r, round) in rounds.iter().enumerate() {
-            match round {
-                Ok(results) => {
-                    let built = &results[i].built;
-                    report.rounds.push(RoundResult {
-                        round: r + 1,
-                        content_digest: built.meta.content_digest.clone(),
-                        archive_sha256: archive_digest(&built.output_dir.join("tree"), cx.set.source_date_epoch)?,
-                        duration_ms: built.meta.duration_ms,
-                    });
-                }
-                Err(e) => {
-                    if report.error.is_none() && failed_node(e) == Some((node.package.as_str(), node.arch)) {
-                        report.error = Some(format!("round {}: {e}", r + 1));
-                    } else if report.error.is_none() {
-                        report.error = Some(format!("round {}: not built (another build failed)", r + 1));
-                    }
-                    report.verdict = Verdict::Failed;
-                }
+            if let Some(results) = round {
+                let built = &results[i].built;
+                report.rounds.push(RoundResult {
+                    round: r + 1,
+                    content_digest: built.meta.content_digest.clone(),
+                    archive_sha256: archive_digest(&built.output_dir.join("tree"), cx.set.source_date_epoch)?,
+                    duration_ms: built.meta.duration_ms,
+                });
             }
         }
         if report.verdict != Verdict::Failed {
             let first = &report.rounds[0];
             if let Some(other) = report.rounds.iter().find(|r| r.content_digest != first.content_digest) {
                 report.verdict = Verdict::Differs;
-                let (a, b) = (&rounds[0].as_ref().expect("ok")[i], &rounds[other.round - 1].as_ref().expect("ok")[i]);
+                let complete = |r: usize| &rounds[r].as_ref().expect("no failure: every round is complete")[i];
+                let (a, b) = (complete(0), complete(other.round - 1));
                 let (ma, mb) = (manifest_of(&a.built.output_dir)?, manifest_of(&b.built.output_dir)?);
                 let (diffs, total) = compare::compare(
                     &ma,
@@ -219,7 +227,7 @@ pub fn verify(cx: &Context<'_>, options: &ReproOptions) -> Result<ReproRun, Stor
     let started = Instant::now();
     let mut explanation_builds = 0;
     if options.explain {
-        if let Ok(canonical_results) = &rounds[0] {
+        if let Some(canonical_results) = &rounds[0] {
             for i in 0..nodes.len() {
                 if nodes[i].verdict != Verdict::Differs {
                     continue;
@@ -235,7 +243,7 @@ pub fn verify(cx: &Context<'_>, options: &ReproOptions) -> Result<ReproRun, Stor
         }
     }
     phase_ms.insert("explain".into(), started.elapsed().as_millis() as u64);
-    let canonical_results = rounds.into_iter().next().and_then(|r| r.ok());
+    let canonical_results = rounds.into_iter().next().flatten();
     Ok(ReproRun {
         nodes,
         canonical: canonical_results,
