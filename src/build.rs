@@ -7,7 +7,8 @@
 //! The complete environment of a build script (nothing else is inherited):
 //! `PATH`, `HOME` (a path that does not exist), `SOURCE_DATE_EPOCH`, `TZ=UTC`,
 //! `LC_ALL=C.UTF-8`, `HB_JOBS`, `HB_TARGET_ARCH`, `out=/out`, `TMPDIR=/tmp`, `USER`,
-//! `LOGNAME`, `SHELL=/bin/sh`, `CC`, `CXX`, `AR`, `RANLIB`, `NM`, `STRIP`, `CFLAGS` and
+//! `LOGNAME`, `SHELL=/bin/sh`, `CC`, `CXX`, `AR`, `RANLIB`, `NM`, `STRIP`, `OBJDUMP` (with
+//! the cross triplet's prefix and `QEMU_LD_PREFIX` for `--cross`), `CFLAGS` and
 //! `CXXFLAGS` (`-O2 -ffile-prefix-map=/build=. -fdebug-prefix-map=/build=.`), `CPPFLAGS`
 //! and `LDFLAGS` (include and lib directories of the dependencies), `PKG_CONFIG_PATH`.
 
@@ -442,6 +443,14 @@ impl NodeBuild<'_> {
         set(HB_JOBS, c.jobs.to_string());
         set(HB_TARGET_ARCH, self.arch.to_string());
         set("out", "/out".into());
+        // Cross builds use the triplet-prefixed tools of Debian's cross toolchain; their
+        // test programs run under emulation and find the target's libraries through qemu.
+        let prefix = self
+            .environment
+            .cross_triplet
+            .as_ref()
+            .map(|t| format!("{t}-"))
+            .unwrap_or_default();
         for (var, tool) in [
             ("CC", "gcc"),
             ("CXX", "g++"),
@@ -449,8 +458,12 @@ impl NodeBuild<'_> {
             ("RANLIB", "ranlib"),
             ("NM", "nm"),
             ("STRIP", "strip"),
+            ("OBJDUMP", "objdump"),
         ] {
-            set(var, tool.into());
+            set(var, format!("{prefix}{tool}"));
+        }
+        if let Some(triplet) = &self.environment.cross_triplet {
+            set("QEMU_LD_PREFIX", format!("/usr/{triplet}"));
         }
         set("CFLAGS", cflags.clone());
         set("CXXFLAGS", cflags);

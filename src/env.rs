@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 /// The lock file, next to `set.toml`.
 pub const LOCK_FILE: &str = "set.lock";
+/// The lock of the `--cross` environment (host arch + `cross_packages`), next to `set.toml`.
+pub const CROSS_LOCK_FILE: &str = "set.cross.lock";
 
 /// Files of `/etc` that hb provides in every build (see `build.rs`), so they are not taken
 /// from the rootfs.
@@ -36,9 +38,11 @@ pub struct BuildEnvironment {
     /// Identifies the environment in input hashes (the lock's environment digest, or "host").
     pub digest: String,
     pub impure: bool,
-    /// "host", "native" or "emulated".
+    /// "host", "native", "emulated" or "cross".
     pub method: String,
     pub arch: Arch,
+    /// For `cross`: the GNU triplet whose tools (`<triplet>-gcc`, ...) build for `arch`.
+    pub cross_triplet: Option<String>,
     source: Source,
     /// Filled by [`materialize`]: the root file system as sandbox mounts.
     pub root_mounts: Vec<Mount>,
@@ -78,6 +82,8 @@ pub enum EnvError {
     },
     #[error("this machine's architecture ({0}) is not one hb builds for")]
     UnknownHost(String),
+    #[error("{}: --cross needs environment.cross_packages (the cross toolchains)", .path.display())]
+    NoCross { path: PathBuf },
 }
 
 impl EnvError {
@@ -92,6 +98,9 @@ impl EnvError {
             EnvError::Lock(e) => e.hint(),
             EnvError::Rootfs(e) | EnvError::Assemble { source: e, .. } => e.hint(),
             EnvError::UnknownHost(_) => None,
+            EnvError::NoCross { .. } => Some(
+                "add for example cross_packages = [\"gcc-aarch64-linux-gnu\", \"libc6-dev-arm64-cross\"] to [environment], then run `hb lock SET`".into(),
+            ),
         }
     }
 
@@ -105,13 +114,15 @@ impl EnvError {
                 RootfsError::Manifest(_) | RootfsError::Io { .. } | RootfsError::Store(_) => false,
                 _ => true,
             },
-            EnvError::UnknownHost(_) => true,
+            EnvError::UnknownHost(_) | EnvError::NoCross { .. } => true,
         }
     }
 }
 
-/// Resolve the environment of every arch in `arches` from the set (and its lock).
-pub fn resolve(set: &Set, arches: &[Arch]) -> Result<BTreeMap<Arch, BuildEnvironment>, EnvError> {
+/// Resolve the environment of every arch in `arches` from the set (and its lock). With
+/// `cross`, foreign arches build in the host arch's cross environment (`set.cross.lock`)
+/// instead of under emulation; their smoke tests still run under emulation.
+pub fn resolve(set: &Set, arches: &[Arch], cross: bool) -> Result<BTreeMap<Arch, BuildEnvironment>, EnvError> {
     let host = Arch::host().ok_or_else(|| EnvError::UnknownHost(std::env::consts::ARCH.to_string()))?;
     let mut out = BTreeMap::new();
     match &set.environment {
@@ -131,6 +142,7 @@ pub fn resolve(set: &Set, arches: &[Arch]) -> Result<BTreeMap<Arch, BuildEnviron
                         impure: true,
                         method: "host".into(),
                         arch,
+                        cross_triplet: None,
                         source: Source::Host,
                         root_mounts: Vec::new(),
                         binfmt: Vec::new(),
@@ -148,8 +160,23 @@ pub fn resolve(set: &Set, arches: &[Arch]) -> Result<BTreeMap<Arch, BuildEnviron
             if let Some(reason) = lock.stale_reason(spec, &set.targets) {
                 return Err(LockError::Stale { file: path, reason }.into());
             }
+            let cross_lock = if cross && arches.iter().any(|&a| a != host) {
+                let cross_path = set.dir.join(CROSS_LOCK_FILE);
+                if spec.cross_packages.is_empty() {
+                    return Err(EnvError::NoCross { path: set.dir.join("set.toml") });
+                }
+                if !cross_path.is_file() {
+                    return Err(EnvError::NoLock { path: cross_path });
+                }
+                let cross_lock = lock::read(&cross_path)?;
+                if let Some(reason) = cross_lock.stale_reason(&spec.cross(), &[host]) {
+                    return Err(LockError::Stale { file: cross_path, reason }.into());
+                }
+                Some((cross_lock, cross_path))
+            } else {
+                None
+            };
             for &arch in arches {
-                let target = lock.require_target(arch, &path)?.clone();
                 let emulator = if arch == host {
                     None
                 } else {
@@ -159,14 +186,29 @@ pub fn resolve(set: &Set, arches: &[Arch]) -> Result<BTreeMap<Arch, BuildEnviron
                         target: arch,
                     })?)
                 };
+                let (target, digest, method, cross_triplet) = match (&cross_lock, arch == host) {
+                    (Some((cross_lock, cross_path)), false) => (
+                        cross_lock.require_target(host, cross_path)?.clone(),
+                        cross_lock.environment_digest(host, &spec.links),
+                        "cross",
+                        Some(gnu_triplet(arch).to_string()),
+                    ),
+                    _ => (
+                        lock.require_target(arch, &path)?.clone(),
+                        lock.environment_digest(arch, &spec.links),
+                        if emulator.is_some() { "emulated" } else { "native" },
+                        None,
+                    ),
+                };
                 out.insert(
                     arch,
                     BuildEnvironment {
                         kind: "debian".into(),
-                        digest: lock.environment_digest(arch, &spec.links).to_string(),
+                        digest: digest.to_string(),
                         impure: false,
-                        method: if emulator.is_some() { "emulated" } else { "native" }.into(),
+                        method: method.into(),
                         arch,
+                        cross_triplet,
                         source: Source::Debian {
                             target,
                             links: spec.links.clone(),
@@ -233,11 +275,9 @@ impl BuildEnvironment {
     /// libfaketime's preload library inside the environment, if it has one (the `clock`
     /// variation needs it).
     pub fn faketime_library(&self) -> Option<String> {
-        let triple = match self.arch {
-            Arch::Amd64 => "x86_64-linux-gnu",
-            Arch::Arm64 => "aarch64-linux-gnu",
-        };
-        let path = format!("/usr/lib/{triple}/faketime/libfaketime.so.1");
+        // The environment's own architecture: a cross environment runs host binaries.
+        let native = if self.cross_triplet.is_some() { Arch::host()? } else { self.arch };
+        let path = format!("/usr/lib/{}/faketime/libfaketime.so.1", gnu_triplet(native));
         let root = self.root_dir.as_ref()?;
         root.join(path.trim_start_matches('/')).exists().then_some(path)
     }
@@ -250,6 +290,14 @@ impl BuildEnvironment {
                 target.debs.iter().chain(emulator.iter().map(|e| &e.deb)).collect()
             }
         }
+    }
+}
+
+/// The GNU triplet of Debian's cross toolchain for `arch`.
+pub fn gnu_triplet(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "x86_64-linux-gnu",
+        Arch::Arm64 => "aarch64-linux-gnu",
     }
 }
 

@@ -128,6 +128,8 @@ struct RawEnvironment {
     suite: Option<Spanned<String>>,
     packages: Option<Vec<Spanned<String>>>,
     #[serde(default)]
+    cross_packages: Vec<Spanned<String>>,
+    #[serde(default)]
     links: BTreeMap<String, Spanned<String>>,
 }
 
@@ -196,6 +198,20 @@ pub struct DebianEnvironment {
     /// Fix-ups made after extraction, since maintainer scripts never run: absolute link
     /// path -> link target (e.g. "/usr/bin/cc" -> "gcc").
     pub links: BTreeMap<String, String>,
+    /// Extra packages of the host architecture's environment for `--cross` builds of the
+    /// other targets (e.g. "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"); locked into
+    /// `set.cross.lock`. Empty: no cross builds.
+    pub cross_packages: Vec<String>,
+}
+
+impl DebianEnvironment {
+    /// The environment `--cross` builds run in: the same packages plus the cross toolchains.
+    pub fn cross(&self) -> DebianEnvironment {
+        let mut cross = self.clone();
+        cross.packages.extend(self.cross_packages.iter().cloned());
+        cross.cross_packages.clear();
+        cross
+    }
 }
 
 /// A recipe set: `set.toml` plus its packages.
@@ -463,7 +479,7 @@ fn parse_environment(file: &SourceFile, env: &RawEnvironment, span: Range<usize>
                     Some("for example packages = [\"build-essential\"]".into()),
                 )
             })?;
-            for p in packages {
+            for p in packages.iter().chain(&env.cross_packages) {
                 if !valid_word(p.get_ref()) {
                     return Err(RecipeError::at(
                         file,
@@ -490,6 +506,7 @@ fn parse_environment(file: &SourceFile, env: &RawEnvironment, span: Range<usize>
                 suite: suite.get_ref().clone(),
                 packages: packages.iter().map(|p| p.get_ref().clone()).collect(),
                 links,
+                cross_packages: env.cross_packages.iter().map(|p| p.get_ref().clone()).collect(),
             }))
         }
         other => Err(RecipeError::at(

@@ -14,6 +14,10 @@ pub struct BuildArgs {
     /// Use only sources already in the store
     #[arg(long)]
     pub offline: bool,
+    /// Build foreign architectures with Debian's cross toolchains in the host's environment
+    /// (set.cross.lock) instead of natively under emulation; a separate digest domain
+    #[arg(long)]
+    pub cross: bool,
     /// Keep the work directory of a failed build and print its path
     #[arg(long)]
     pub keep_failed: bool,

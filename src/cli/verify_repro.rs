@@ -30,4 +30,8 @@ pub struct VerifyReproArgs {
     /// Use only sources already in the store
     #[arg(long)]
     pub offline: bool,
+    /// Build foreign architectures with Debian's cross toolchains in the host's environment
+    /// (set.cross.lock) instead of natively under emulation; a separate digest domain
+    #[arg(long)]
+    pub cross: bool,
 }

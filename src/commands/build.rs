@@ -17,7 +17,7 @@ pub const BUILD_REPORT: &str = "build-report.json";
 pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
     let clock = Instant::now();
     let started = SystemTime::now();
-    let mut prepared = prepare(ctx, &args.target, &args.arch)?;
+    let mut prepared = prepare(ctx, &args.target, &args.arch, args.cross)?;
     let store = ctx.open_store()?;
     let _store_lock = store.lock_shared()?;
     let fetcher = Fetcher::new(&store, Mirrors::from_environment(), args.offline);

@@ -8,7 +8,7 @@ use crate::fetch::{Fetcher, Mirrors};
 use serde_json::json;
 
 pub fn run(ctx: &Context, args: FetchArgs) -> Result<i32, Error> {
-    let prepared = prepare(ctx, &args.target, &[])?;
+    let prepared = prepare(ctx, &args.target, &[], false)?;
     let store = ctx.open_store()?;
     let _store_lock = store.lock_shared()?;
     let fetcher = Fetcher::new(&store, Mirrors::from_environment(), false);

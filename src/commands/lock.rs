@@ -34,6 +34,23 @@ pub fn run(ctx: &Context, args: LockArgs) -> Result<i32, Error> {
     let path = set.dir.join(LOCK_FILE);
     let previous = lock::read(&path).ok();
     lock::write(&resolved, &path).map_err(crate::env::EnvError::Lock)?;
+    // `--cross` builds run in the host architecture's environment plus cross toolchains.
+    let cross_path = set.dir.join(crate::env::CROSS_LOCK_FILE);
+    if spec.cross_packages.is_empty() {
+        if cross_path.exists() {
+            fs_err::remove_file(&cross_path).map_err(crate::store::StoreError::Io)?;
+        }
+    } else {
+        let host = crate::types::Arch::host().ok_or_else(|| Error::Usage {
+            message: format!("this machine's architecture ({}) is not one hb builds for", std::env::consts::ARCH),
+            hint: None,
+        })?;
+        ctx.ui.status(&format!("resolving the {host} cross environment (+ {})", spec.cross_packages.join(", ")));
+        let cross = lock::resolve(&spec.cross(), &[host], &Mirrors::from_environment(), &work)
+            .map_err(crate::env::EnvError::Lock)?;
+        lock::write(&cross, &cross_path).map_err(crate::env::EnvError::Lock)?;
+        ctx.ui.status(&format!("wrote {}", cross_path.display()));
+    }
     let summary: Vec<_> = resolved
         .targets
         .iter()

@@ -87,7 +87,7 @@ pub struct Prepared {
 
 /// Load the recipes at `target`, pick architectures, resolve environments, hash local
 /// sources, and plan.
-pub fn prepare(ctx: &Context, target: &Path, arch_args: &[String]) -> Result<Prepared, Error> {
+pub fn prepare(ctx: &Context, target: &Path, arch_args: &[String], cross: bool) -> Result<Prepared, Error> {
     let selection = recipe::load(target)?;
     let set = selection.set;
     let roots: Vec<PackageName> = match selection.package {
@@ -95,7 +95,7 @@ pub fn prepare(ctx: &Context, target: &Path, arch_args: &[String]) -> Result<Pre
         None => set.packages.keys().cloned().collect(),
     };
     let arches = parse_arches(arch_args, &set.targets)?;
-    let environments = crate::env::resolve(&set, &arches)?;
+    let environments = crate::env::resolve(&set, &arches, cross)?;
     for env in environments.values() {
         if env.impure {
             ctx.ui.warn(&format!(

@@ -11,7 +11,7 @@ use crate::plan::Plan;
 
 pub fn run(ctx: &Context, args: ShellArgs) -> Result<i32, Error> {
     let arch_args: Vec<String> = args.arch.into_iter().collect();
-    let mut prepared = prepare(ctx, &args.recipe, &arch_args)?;
+    let mut prepared = prepare(ctx, &args.recipe, &arch_args, false)?;
     let Some(package_name) = prepared.roots.first().cloned().filter(|_| prepared.roots.len() == 1) else {
         return Err(Error::Usage {
             message: format!("{}: hb shell takes one recipe file, not a set", args.recipe.display()),

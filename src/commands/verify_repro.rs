@@ -28,7 +28,7 @@ pub fn run(ctx: &Context, args: VerifyReproArgs) -> Result<i32, Error> {
         });
     }
     let started = SystemTime::now();
-    let mut prepared = prepare(ctx, &args.target, &args.arch)?;
+    let mut prepared = prepare(ctx, &args.target, &args.arch, args.cross)?;
     let store = ctx.open_store()?;
     let _store_lock = store.lock_shared()?;
     let fetcher = Fetcher::new(&store, Mirrors::from_environment(), args.offline);

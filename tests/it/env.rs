@@ -128,3 +128,46 @@ fn the_rootfs_of_a_lock_is_verified_by_store_verify() {
     let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
     assert!(report["environments_checked"].as_u64().unwrap() >= 1, "{report}");
 }
+
+#[test]
+fn cross_builds_are_their_own_digest_domain() {
+    let hb = Hb::new();
+    let set = pinned_fixture(&hb);
+    let build = |extra: &[&str]| -> serde_json::Value {
+        let out = hb
+            .command()
+            .env("HB_STORE", shared_store())
+            .args(["--json", "build", "--arch", "arm64"])
+            .args(extra)
+            .arg(&set)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let cross = build(&["--cross", "--out", "cross"]);
+    let emulated = build(&["--out", "emulated"]);
+    let greet = |r: &serde_json::Value| r["nodes"].as_array().unwrap().iter().find(|n| n["package"] == "greet").unwrap().clone();
+    assert_eq!(greet(&cross)["method"], "cross");
+    assert_eq!(greet(&emulated)["method"], "emulated");
+    assert_ne!(greet(&cross)["input_hash"], greet(&emulated)["input_hash"], "methods never share outputs");
+    let unpack = hb.dir.path().join("cross-unpacked");
+    std::fs::create_dir_all(&unpack).unwrap();
+    assert!(Command::new("tar")
+        .arg("-xzf")
+        .arg(hb.work().join("cross/pinned-linux-arm64.tar.gz"))
+        .arg("-C")
+        .arg(&unpack)
+        .status()
+        .unwrap()
+        .success());
+    let bytes = std::fs::read(unpack.join("pinned-linux-arm64/bin/greet")).unwrap();
+    assert_eq!(u16::from_le_bytes([bytes[18], bytes[19]]), 183, "a cross-built greet is aarch64");
+    // --cross without cross_packages is a clear error.
+    let toml = std::fs::read_to_string(set.join("set.toml")).unwrap();
+    let without: String = toml.lines().filter(|l| !l.starts_with("cross_packages")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(set.join("set.toml"), without).unwrap();
+    hb.run(&["build", "--cross", "--arch", "arm64", set.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("--cross needs environment.cross_packages");
+}
