@@ -225,7 +225,11 @@ fn sandbox_env() {
             hb_sandbox::Mount::Proc { target: "/proc".into() },
             hb_sandbox::Mount::Dev { target: "/dev".into() },
             hb_sandbox::Mount::Tmpfs { target: "/tmp".into() },
-            hb_sandbox::Mount::Bind { source: dir.path().to_owned(), target: "/build".into(), writable: true },
+            hb_sandbox::Mount::Bind {
+                source: dir.path().to_owned(),
+                target: "/build".into(),
+                writable: true,
+            },
         ]);
         let policy = hb_sandbox::Policy {
             mounts,
@@ -242,7 +246,12 @@ fn sandbox_env() {
         let samples: Vec<Duration> = (0..RUNS)
             .map(|_| {
                 let start = Instant::now();
-                let command = hb_sandbox::Command { argv: vec!["/bin/true".into()], stdin: None, stdout: None, stderr: None };
+                let command = hb_sandbox::Command {
+                    argv: vec!["/bin/true".into()],
+                    stdin: None,
+                    stdout: None,
+                    stderr: None,
+                };
                 let (outcome, _) = hb_sandbox::run(&policy, command, &helper).expect("sandbox runs");
                 assert!(outcome.success());
                 start.elapsed()
@@ -254,7 +263,10 @@ fn sandbox_env() {
     for (name, n, m) in &figures {
         println!("  {name:<14} ({n:3} root mounts)  {:7.2} ms", ms(*m));
     }
-    println!("  ratio pinned / host                 {:7.2}", ms(figures[1].2) / ms(figures[0].2));
+    println!(
+        "  ratio pinned / host                 {:7.2}",
+        ms(figures[1].2) / ms(figures[0].2)
+    );
 }
 
 /// verify-repro's parallelism: on the fixture sets with `--jobs 2`, the rounds' wall time
@@ -269,7 +281,17 @@ fn repro() {
     for set in ["fixtures/unrepro", "fixtures/basic"] {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(&hb)
-            .args(["--json", "--jobs", "2", "verify-repro", "--vary", "none", "--no-explain", "--rounds", "3"])
+            .args([
+                "--json",
+                "--jobs",
+                "2",
+                "verify-repro",
+                "--vary",
+                "none",
+                "--no-explain",
+                "--rounds",
+                "3",
+            ])
             .arg("--report")
             .arg(dir.path().join("report"))
             .arg("--out")

@@ -478,7 +478,11 @@ impl NodeBuild<'_> {
 /// created in reverse name order: tmpfs lists entries newest first, so `readdir` order
 /// differs from the original. Used by the `dir-order` variation.
 fn reordered_copy(build_dir: &Path) -> Result<tempfile::TempDir, std::io::Error> {
-    let base = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm") } else { Path::new("/tmp") };
+    let base = if Path::new("/dev/shm").is_dir() {
+        Path::new("/dev/shm")
+    } else {
+        Path::new("/tmp")
+    };
     let copy = tempfile::Builder::new().prefix("hb-dir-order-").tempdir_in(base)?;
     fn copy_reversed(from: &Path, to: &Path) -> Result<(), std::io::Error> {
         std::fs::create_dir(to)?;

@@ -63,6 +63,18 @@ pub struct Artifact {
 /// Bump when the artifact layout changes, so cached archives are not reused.
 const ARTIFACT_FORMAT_VERSION: u32 = 1;
 
+impl Artifact {
+    /// How reports list an artifact: file name, arch, sha256, size.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "file": self.path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "arch": self.arch,
+            "sha256": self.sha256,
+            "size": self.size,
+        })
+    }
+}
+
 pub fn artifact_name(set: &str, arch: Arch) -> String {
     format!("{set}-linux-{arch}.tar.gz")
 }

@@ -108,7 +108,10 @@ impl EnvError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             EnvError::HostArch { .. } | EnvError::NoLock { .. } | EnvError::NoEmulator { .. } => true,
-            EnvError::Lock(e) => !matches!(e, LockError::Apt { .. } | LockError::AptSpawn { .. } | LockError::Io { .. }),
+            EnvError::Lock(e) => !matches!(
+                e,
+                LockError::Apt { .. } | LockError::AptSpawn { .. } | LockError::Io { .. }
+            ),
             EnvError::Rootfs(e) | EnvError::Assemble { source: e, .. } => match e {
                 RootfsError::Fetch { source, .. } => !matches!(source, crate::fetch::FetchError::Store(_)),
                 RootfsError::Manifest(_) | RootfsError::Io { .. } | RootfsError::Store(_) => false,
@@ -163,14 +166,20 @@ pub fn resolve(set: &Set, arches: &[Arch], cross: bool) -> Result<BTreeMap<Arch,
             let cross_lock = if cross && arches.iter().any(|&a| a != host) {
                 let cross_path = set.dir.join(CROSS_LOCK_FILE);
                 if spec.cross_packages.is_empty() {
-                    return Err(EnvError::NoCross { path: set.dir.join("set.toml") });
+                    return Err(EnvError::NoCross {
+                        path: set.dir.join("set.toml"),
+                    });
                 }
                 if !cross_path.is_file() {
                     return Err(EnvError::NoLock { path: cross_path });
                 }
                 let cross_lock = lock::read(&cross_path)?;
                 if let Some(reason) = cross_lock.stale_reason(&spec.cross(), &[host]) {
-                    return Err(LockError::Stale { file: cross_path, reason }.into());
+                    return Err(LockError::Stale {
+                        file: cross_path,
+                        reason,
+                    }
+                    .into());
                 }
                 Some((cross_lock, cross_path))
             } else {
@@ -272,11 +281,27 @@ impl BuildEnvironment {
         }
     }
 
+    /// What goes into input hashes for this environment: the rootfs digest, and for builds
+    /// that run foreign binaries the emulator's deb too (its behaviour is an input).
+    pub fn input_digest(&self) -> String {
+        match &self.source {
+            Source::Debian {
+                emulator: Some(emulator),
+                ..
+            } => format!("{}+emulator:{}", self.digest, emulator.deb.sha256),
+            _ => self.digest.clone(),
+        }
+    }
+
     /// libfaketime's preload library inside the environment, if it has one (the `clock`
     /// variation needs it).
     pub fn faketime_library(&self) -> Option<String> {
         // The environment's own architecture: a cross environment runs host binaries.
-        let native = if self.cross_triplet.is_some() { Arch::host()? } else { self.arch };
+        let native = if self.cross_triplet.is_some() {
+            Arch::host()?
+        } else {
+            self.arch
+        };
         let path = format!("/usr/lib/{}/faketime/libfaketime.so.1", gnu_triplet(native));
         let root = self.root_dir.as_ref()?;
         root.join(path.trim_start_matches('/')).exists().then_some(path)
@@ -391,7 +416,12 @@ pub fn host_root_mounts(host_root: &Path) -> Vec<Mount> {
             });
         }
     }
-    for etc in ["etc/alternatives", "etc/ld.so.cache", "etc/ld.so.conf", "etc/ld.so.conf.d"] {
+    for etc in [
+        "etc/alternatives",
+        "etc/ld.so.cache",
+        "etc/ld.so.conf",
+        "etc/ld.so.conf.d",
+    ] {
         let path = host_root.join(etc);
         if path.exists() {
             mounts.push(Mount::Bind {

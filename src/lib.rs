@@ -11,9 +11,9 @@
 
 pub mod archive;
 pub mod build;
-pub mod deb;
 pub mod cli;
 pub mod commands;
+pub mod deb;
 pub mod dist;
 pub mod env;
 pub mod env_vars;

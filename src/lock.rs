@@ -1198,6 +1198,7 @@ mod tests {
             suite: "bookworm".into(),
             packages: packages.iter().map(|s| s.to_string()).collect(),
             links: BTreeMap::new(),
+            cross_packages: vec![],
         };
         assert!(check_spec(&spec(&["build-essential", "g++"]), &[Arch::Amd64]).is_ok());
         for bad in ["-oDebug=1", "?essential", "foo bar", "Foo", "x", "foo=1.0"] {
@@ -1348,6 +1349,7 @@ mod tests {
             suite: "bookworm".into(),
             packages: vec!["hello".into()],
             links: BTreeMap::new(),
+            cross_packages: vec![],
         };
         assert_eq!(lock.stale_reason(&spec, &[Arch::Arm64]), None);
         let mut more = spec.clone();
@@ -1384,6 +1386,7 @@ mod tests {
             suite: "bookworm".into(),
             packages: vec!["hello".into()],
             links: BTreeMap::new(),
+            cross_packages: vec![],
         };
         let lock = resolve(&spec, &[Arch::Amd64], &mirrors, work.path()).unwrap();
         let t = lock.target(Arch::Amd64).unwrap();

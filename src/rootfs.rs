@@ -17,6 +17,8 @@
 //! cost), then the directories are merged in the lock's order (by package name) into a
 //! skeleton that has merged-/usr links (`bin -> usr/bin`, ... as debootstrap makes them for
 //! bookworm), following directory symlinks the way dpkg does but never leaving the rootfs.
+//! A directory not in the rootfs yet is moved in whole with one rename (most belong to one
+//! package); files are renamed, never copied.
 //! No maintainer script runs; the set's `links` replace the links they would have made
 //! (alternatives such as `/usr/bin/cc`). Permission bits are kept (setuid/setgid/sticky
 //! dropped), ownership is ignored, file mtimes come from the debs and every directory gets
@@ -473,15 +475,14 @@ fn merged_usr_dirs(arch: Arch) -> &'static [&'static str] {
 
 struct Merger<'a> {
     root: &'a Path,
-    /// Final mode of every real directory (the last deb shipping it wins), applied at the
-    /// end: a read-only directory could not be filled.
+    /// Final mode of the directories the merge created, matched or had to open for writing
+    /// (the last deb shipping a directory wins), applied at the end: a read-only directory
+    /// could not be filled. Directories moved in whole keep the modes the unpacker gave them.
     dir_modes: BTreeMap<PathBuf, u32>,
-    /// Which deb (index) put each path in place, for conflict messages.
+    /// Which deb (index) put each path in place, for conflict messages. A directory moved in
+    /// whole is recorded once, for everything below it.
     owner: HashMap<PathBuf, usize>,
     replaced: Vec<String>,
-    /// Newest file mtime of all debs: every directory gets it (their own mtimes change as
-    /// the tree is merged and would make two assemblies differ).
-    newest: i64,
 }
 
 impl<'a> Merger<'a> {
@@ -493,7 +494,6 @@ impl<'a> Merger<'a> {
             dir_modes: BTreeMap::new(),
             owner: HashMap::new(),
             replaced: Vec::new(),
-            newest: 0,
         };
         mkdir(&root.join("usr"))?;
         m.dir_modes.insert(PathBuf::from("usr"), 0o755);
@@ -507,16 +507,19 @@ impl<'a> Merger<'a> {
         Ok(m)
     }
 
-    /// Moves the unpacked tree of `debs[index]` into the rootfs.
+    /// Moves the unpacked tree of `debs[index]` into the rootfs. A directory that is not in
+    /// the rootfs yet is moved in whole (one rename; most directories belong to one package
+    /// only, and creating inodes is what costs); others are merged entry by entry.
     fn merge(&mut self, index: usize, debs: &[&LockedDeb], src: &Path) -> Result<(), RootfsError> {
         // Deb directory -> the real directory (no symlink on the way) it lands in.
         let mut placed: HashMap<PathBuf, PathBuf> = HashMap::new();
         placed.insert(PathBuf::new(), PathBuf::new());
-        let walk = walkdir::WalkDir::new(src)
+        let mut walk = walkdir::WalkDir::new(src)
             .min_depth(1)
             .sort_by_file_name()
-            .follow_links(false);
-        for entry in walk {
+            .follow_links(false)
+            .into_iter();
+        while let Some(entry) = walk.next() {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(src).to_owned();
                 io_err(&path)(e.into_io_error().unwrap_or_else(|| io::Error::other("walk error")))
@@ -528,7 +531,7 @@ impl<'a> Merger<'a> {
                 .to_owned();
             let parent = rel.parent().unwrap_or(Path::new(""));
             let Some(dest_parent) = placed.get(parent).cloned() else {
-                // The parent was not placed: only possible if it was not a directory.
+                // Only a placed directory is descended into.
                 return Err(self.conflict(parent, index, debs, "not a directory", "a directory with entries"));
             };
             let dest_rel = dest_parent.join(entry.file_name());
@@ -543,18 +546,25 @@ impl<'a> Merger<'a> {
             };
             if meta.is_dir() {
                 let mode = meta.mode() & 0o7777;
-                if mode & 0o700 != 0o700 {
-                    // Ours to read and empty, whatever the deb says (restored in the rootfs).
-                    fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode | 0o700))
-                        .map_err(io_err(entry.path()))?;
-                }
                 let real = match existing {
                     None => {
-                        mkdir(&dest)?;
-                        self.dir_modes.insert(dest_rel.clone(), mode);
-                        dest_rel.clone()
+                        // rename() of a directory needs write access to it (its `..`).
+                        if mode & 0o200 == 0 {
+                            fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode | 0o700))
+                                .map_err(io_err(entry.path()))?;
+                            self.dir_modes.insert(dest_rel.clone(), mode);
+                        }
+                        fs::rename(entry.path(), &dest).map_err(io_err(&dest))?;
+                        self.owner.insert(dest_rel, index);
+                        walk.skip_current_dir();
+                        continue;
                     }
                     Some(m) if m.is_dir() => {
+                        if m.mode() & 0o700 != 0o700 {
+                            // Moved in read-only by an earlier deb: ours to fill meanwhile.
+                            fs::set_permissions(&dest, fs::Permissions::from_mode(m.mode() | 0o700))
+                                .map_err(io_err(&dest))?;
+                        }
                         self.dir_modes.insert(dest_rel.clone(), mode);
                         dest_rel.clone()
                     }
@@ -564,25 +574,36 @@ impl<'a> Merger<'a> {
                         let real = resolve_in_root(self.root, &dest_rel).map_err(|why| {
                             self.conflict(&dest_rel, index, debs, &format!("a symlink that {why}"), "a directory")
                         })?;
-                        if !fs::symlink_metadata(self.root.join(&real)).is_ok_and(|m| m.is_dir()) {
-                            return Err(self.conflict(
-                                &dest_rel,
-                                index,
-                                debs,
-                                "a symlink to a non-directory",
-                                "a directory",
-                            ));
+                        match fs::symlink_metadata(self.root.join(&real)) {
+                            Ok(m) if m.is_dir() => {
+                                if m.mode() & 0o700 != 0o700 {
+                                    let p = self.root.join(&real);
+                                    fs::set_permissions(&p, fs::Permissions::from_mode(m.mode() | 0o700))
+                                        .map_err(io_err(&p))?;
+                                    self.dir_modes.entry(real.clone()).or_insert(m.mode() & 0o7777);
+                                }
+                            }
+                            _ => {
+                                return Err(self.conflict(
+                                    &dest_rel,
+                                    index,
+                                    debs,
+                                    "a symlink to a non-directory",
+                                    "a directory",
+                                ))
+                            }
                         }
                         real
                     }
                     Some(_) => return Err(self.conflict(&dest_rel, index, debs, "a file", "a directory")),
                 };
-                self.owner.entry(dest_rel).or_insert(index);
+                if mode & 0o700 != 0o700 {
+                    // Ours to read and empty, whatever the deb says.
+                    fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode | 0o700))
+                        .map_err(io_err(entry.path()))?;
+                }
                 placed.insert(rel, real);
             } else {
-                if meta.is_file() {
-                    self.newest = self.newest.max(meta.mtime());
-                }
                 match existing {
                     Some(m) if m.is_dir() => {
                         let incoming = if meta.is_file() { "a file" } else { "a symlink" };
@@ -602,10 +623,12 @@ impl<'a> Merger<'a> {
     /// `rel` is `existing` (put there by an earlier deb, or the merged-/usr skeleton) but
     /// `incoming` in `debs[index]`.
     fn conflict(&self, rel: &Path, index: usize, debs: &[&LockedDeb], existing: &str, incoming: &str) -> RootfsError {
-        let by = match self.owner.get(rel) {
-            Some(&i) => debs[i].label(),
-            None => "the merged-/usr skeleton".to_string(),
-        };
+        // The path itself, or the directory it came with.
+        let by = rel
+            .ancestors()
+            .find_map(|a| self.owner.get(a))
+            .map(|&i| debs[i].label())
+            .unwrap_or_else(|| "the merged-/usr skeleton".to_string());
         RootfsError::Conflict {
             path: format!("/{}", rel.display()),
             what: format!("{existing} from {by}, but {incoming} in {}", debs[index].label()),
@@ -634,10 +657,26 @@ impl<'a> Merger<'a> {
         Ok(replaced)
     }
 
-    /// Every directory, the merged-/usr links and the `links` get the newest file mtime.
+    /// Every directory, the merged-/usr links and the `links` get the newest file mtime of
+    /// the tree (directory mtimes change as the tree is merged, and would make two
+    /// assemblies differ; files keep the mtimes of their debs).
     fn finish_times(&self, links: &BTreeMap<String, String>) -> Result<(), RootfsError> {
-        let mut paths: Vec<PathBuf> = self.dir_modes.keys().map(|p| self.root.join(p)).collect();
-        paths.push(self.root.to_path_buf());
+        let mut newest = 0;
+        let mut paths = Vec::new();
+        for entry in walkdir::WalkDir::new(self.root).follow_links(false) {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(self.root).to_owned();
+                io_err(&path)(e.into_io_error().unwrap_or_else(|| io::Error::other("walk error")))
+            })?;
+            if entry.file_type().is_dir() {
+                paths.push(entry.into_path());
+            } else if entry.file_type().is_file() {
+                let m = entry.metadata().map_err(|e| {
+                    io_err(entry.path())(e.into_io_error().unwrap_or_else(|| io::Error::other("walk error")))
+                })?;
+                newest = newest.max(m.mtime());
+            }
+        }
         for dir in merged_usr_dirs(Arch::Amd64).iter().chain(merged_usr_dirs(Arch::Arm64)) {
             let p = self.root.join(dir);
             if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -647,8 +686,11 @@ impl<'a> Merger<'a> {
         for link in links.keys() {
             paths.push(self.root.join(link.trim_start_matches('/')));
         }
+        // Deepest first: setting a directory's mtime does not touch its parent's, but keep
+        // the order obvious.
+        paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for p in paths {
-            set_mtime_nofollow(&p, self.newest).map_err(io_err(&p))?;
+            set_mtime_nofollow(&p, newest).map_err(io_err(&p))?;
         }
         Ok(())
     }
@@ -1097,6 +1139,9 @@ mod tests {
                 E::Dir("usr", 0o755),
                 E::Dir("usr/share", 0o755),
                 E::File("usr/share/both", 0o644, b"from bbb\n"),
+                // Into the read-only directory that `aaa` brought in whole.
+                E::Dir("usr/share/locked", 0o555),
+                E::File("usr/share/locked/more", 0o644, b"added later\n"),
             ],
         );
         // Out of order on purpose: the lock's order (by name) is what counts.
@@ -1158,6 +1203,7 @@ mod tests {
                 0o555
             );
             // The later deb in name order wins, and it is recorded.
+            assert!(root.join("usr/share/locked/data").is_file() && root.join("usr/share/locked/more").is_file());
             assert_eq!(fs::read(root.join("usr/share/both")).unwrap(), b"from bbb\n");
             let meta = meta(&store, &digest(1)).unwrap();
             assert_eq!(meta.replaced, ["usr/share/both"]);
@@ -1492,6 +1538,7 @@ mod tests {
             suite: "bookworm".into(),
             packages: vec![],
             links: BTreeMap::new(),
+            cross_packages: vec![],
         };
         let lock: Lock = resolve(&spec, &[other], &real_mirror(), work.path()).unwrap();
         let emu = lock.emulator(host, other).unwrap();

@@ -5,8 +5,7 @@ use super::{prepare, sandbox_helper, Context};
 use crate::cli::BuildArgs;
 use crate::dist;
 use crate::error::Error;
-use crate::executor::{self, Executor};
-use crate::fetch::{Fetcher, Mirrors};
+use crate::executor::Executor;
 use crate::store::{write_atomic, Root};
 use serde_json::json;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -20,9 +19,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
     let mut prepared = prepare(ctx, &args.target, &args.arch, args.cross)?;
     let store = ctx.open_store()?;
     let _store_lock = store.lock_shared()?;
-    let fetcher = Fetcher::new(&store, Mirrors::from_environment(), args.offline);
-    let sources = executor::fetch_sources(&prepared.set, &prepared.plan, &fetcher, &ctx.ui)?;
-    super::materialize_environments(ctx, &mut prepared, &store, &fetcher)?;
+    let sources = super::fetch_and_materialize(ctx, &mut prepared, &store, args.offline)?;
     let helper = sandbox_helper()?;
     let executor = Executor {
         store: &store,
@@ -30,7 +27,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
         ui: &ctx.ui,
         environments: &prepared.environments,
         jobs: ctx.jobs,
-        conditions: crate::variation::Conditions::canonical(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        conditions: crate::variation::Conditions::canonical(super::host_jobs()),
         node_conditions: None,
         fresh_into: None,
         keep_failed: args.keep_failed,
@@ -94,12 +91,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
         "finished_unix": unix(SystemTime::now()),
         "duration_ms": clock.elapsed().as_millis() as u64,
         "nodes": nodes,
-        "artifacts": artifacts.iter().map(|a| json!({
-            "file": a.path.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "arch": a.arch,
-            "sha256": a.sha256,
-            "size": a.size,
-        })).collect::<Vec<_>>(),
+        "artifacts": artifacts.iter().map(dist::Artifact::to_json).collect::<Vec<_>>(),
     });
     let mut report_bytes = serde_json::to_vec_pretty(&report).expect("json values always serialize");
     report_bytes.push(b'\n');

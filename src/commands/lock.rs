@@ -15,7 +15,10 @@ pub fn run(ctx: &Context, args: LockArgs) -> Result<i32, Error> {
     let set = recipe::load_set(&args.set)?;
     let Environment::Debian(spec) = &set.environment else {
         return Err(Error::Usage {
-            message: format!("{}: the set's environment is not kind = \"debian\"; there is nothing to lock", args.set.display()),
+            message: format!(
+                "{}: the set's environment is not kind = \"debian\"; there is nothing to lock",
+                args.set.display()
+            ),
             hint: Some("see the recipe reference in README.md for [environment]".into()),
         });
     };
@@ -29,8 +32,8 @@ pub fn run(ctx: &Context, args: LockArgs) -> Result<i32, Error> {
         spec.suite,
         set.targets.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
     ));
-    let resolved = lock::resolve(spec, &set.targets, &Mirrors::from_environment(), &work)
-        .map_err(crate::env::EnvError::Lock)?;
+    let resolved =
+        lock::resolve(spec, &set.targets, &Mirrors::from_environment(), &work).map_err(crate::env::EnvError::Lock)?;
     let path = set.dir.join(LOCK_FILE);
     let previous = lock::read(&path).ok();
     lock::write(&resolved, &path).map_err(crate::env::EnvError::Lock)?;
@@ -42,10 +45,16 @@ pub fn run(ctx: &Context, args: LockArgs) -> Result<i32, Error> {
         }
     } else {
         let host = crate::types::Arch::host().ok_or_else(|| Error::Usage {
-            message: format!("this machine's architecture ({}) is not one hb builds for", std::env::consts::ARCH),
+            message: format!(
+                "this machine's architecture ({}) is not one hb builds for",
+                std::env::consts::ARCH
+            ),
             hint: None,
         })?;
-        ctx.ui.status(&format!("resolving the {host} cross environment (+ {})", spec.cross_packages.join(", ")));
+        ctx.ui.status(&format!(
+            "resolving the {host} cross environment (+ {})",
+            spec.cross_packages.join(", ")
+        ));
         let cross = lock::resolve(&spec.cross(), &[host], &Mirrors::from_environment(), &work)
             .map_err(crate::env::EnvError::Lock)?;
         lock::write(&cross, &cross_path).map_err(crate::env::EnvError::Lock)?;
@@ -83,7 +92,11 @@ pub fn run(ctx: &Context, args: LockArgs) -> Result<i32, Error> {
         ctx.ui.status(&format!(
             "wrote {}{}",
             path.display(),
-            if previous.as_ref() == Some(&resolved) { " (unchanged)" } else { "" }
+            if previous.as_ref() == Some(&resolved) {
+                " (unchanged)"
+            } else {
+                ""
+            }
         ));
     }
     Ok(0)

@@ -51,9 +51,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     let ctx = Context {
         ui: Ui::new(verbosity, global.json, color),
         store_path: global.store.unwrap_or_else(default_store),
-        jobs: global
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        jobs: global.jobs.unwrap_or_else(host_jobs),
     };
     match cli.command {
         Command::Build(args) => build::run(&ctx, args),
@@ -125,7 +123,7 @@ pub fn prepare(ctx: &Context, target: &Path, arch_args: &[String], cross: bool) 
         let env = &environments[&arch];
         let inputs = PlanInputs {
             local_source_digests: local_source_digests.clone(),
-            environment_digest: env.digest.clone(),
+            environment_digest: env.input_digest(),
             method: env.method.clone(),
         };
         let offset = nodes.len();
@@ -161,6 +159,25 @@ fn parse_arches(args: &[String], targets: &[Arch]) -> Result<Vec<Arch>, Error> {
     Ok(arches)
 }
 
+/// How many builds a machine runs at once by default, and `HB_JOBS` inside builds.
+pub fn host_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Fetch every source of the plan and assemble every environment: what build, shell and
+/// verify-repro do between planning and building.
+pub fn fetch_and_materialize(
+    ctx: &Context,
+    prepared: &mut Prepared,
+    store: &Store,
+    offline: bool,
+) -> Result<crate::executor::SourcePaths, Error> {
+    let fetcher = crate::fetch::Fetcher::new(store, crate::fetch::Mirrors::from_environment(), offline);
+    let sources = crate::executor::fetch_sources(&prepared.set, &prepared.plan, &fetcher, &ctx.ui)?;
+    materialize_environments(ctx, prepared, store, &fetcher)?;
+    Ok(sources)
+}
+
 /// Fetch and assemble every environment of `prepared`, with a spinner, then say which
 /// environment each arch builds in.
 pub fn materialize_environments(
@@ -177,7 +194,10 @@ pub fn materialize_environments(
     spinner.finish_and_clear();
     result?;
     for (arch, env) in &prepared.environments {
-        ctx.ui.debug(&format!("{arch}: {} environment {} ({})", env.kind, env.digest, env.method));
+        ctx.ui.debug(&format!(
+            "{arch}: {} environment {} ({})",
+            env.kind, env.digest, env.method
+        ));
     }
     Ok(())
 }

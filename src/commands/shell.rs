@@ -5,8 +5,7 @@ use super::{prepare, sandbox_helper, Context};
 use crate::build::NodeBuild;
 use crate::cli::ShellArgs;
 use crate::error::Error;
-use crate::executor::{self, Executor};
-use crate::fetch::{Fetcher, Mirrors};
+use crate::executor::Executor;
 use crate::plan::Plan;
 
 pub fn run(ctx: &Context, args: ShellArgs) -> Result<i32, Error> {
@@ -22,9 +21,7 @@ pub fn run(ctx: &Context, args: ShellArgs) -> Result<i32, Error> {
     prepared.plan.nodes.retain(|n| n.arch == arch);
     let store = ctx.open_store()?;
     let _store_lock = store.lock_shared()?;
-    let fetcher = Fetcher::new(&store, Mirrors::from_environment(), false);
-    let sources = executor::fetch_sources(&prepared.set, &prepared.plan, &fetcher, &ctx.ui)?;
-    super::materialize_environments(ctx, &mut prepared, &store, &fetcher)?;
+    let sources = super::fetch_and_materialize(ctx, &mut prepared, &store, false)?;
     let helper = sandbox_helper()?;
     let target_index = prepared.plan.nodes.len() - 1;
     let deps_plan = Plan {
@@ -36,7 +33,7 @@ pub fn run(ctx: &Context, args: ShellArgs) -> Result<i32, Error> {
         ui: &ctx.ui,
         environments: &prepared.environments,
         jobs: ctx.jobs,
-        conditions: crate::variation::Conditions::canonical(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        conditions: crate::variation::Conditions::canonical(super::host_jobs()),
         node_conditions: None,
         fresh_into: None,
         keep_failed: false,

@@ -92,12 +92,17 @@ fn verify_environments(
     let mut dirs: Vec<_> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.join("meta.json").exists() || p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("emulator-"))
+            p.join("meta.json").exists()
+                || p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("emulator-"))
         })
         .collect();
     dirs.sort();
     for dir in dirs {
-        progress(&format!("envs/{}", dir.file_name().unwrap_or_default().to_string_lossy()));
+        progress(&format!(
+            "envs/{}",
+            dir.file_name().unwrap_or_default().to_string_lossy()
+        ));
         report.environments_checked += 1;
         if let Err(message) = crate::rootfs::verify(store, &dir) {
             report.corrupt.push(crate::store::Problem { path: dir, message });

@@ -2,12 +2,10 @@
 //! each round, compares, explains, writes the reports, and — only when everything
 //! reproduced — the verified artifacts, whose digests the report records for `hb sign`.
 
-use super::{materialize_environments, prepare, sandbox_helper, Context};
+use super::{prepare, sandbox_helper, Context};
 use crate::cli::VerifyReproArgs;
 use crate::dist;
 use crate::error::{Error, EXIT_BUILD_FAILED, EXIT_CHECK_FAILED};
-use crate::executor;
-use crate::fetch::{Fetcher, Mirrors};
 use crate::repro::{self, report, ReproOptions, Verdict};
 use crate::store::write_atomic;
 use crate::variation;
@@ -23,7 +21,10 @@ pub fn run(ctx: &Context, args: VerifyReproArgs) -> Result<i32, Error> {
     })?;
     if args.rounds < 2 {
         return Err(Error::Usage {
-            message: format!("--rounds {}: at least 2 rounds are needed to compare anything", args.rounds),
+            message: format!(
+                "--rounds {}: at least 2 rounds are needed to compare anything",
+                args.rounds
+            ),
             hint: Some("the default is 2".into()),
         });
     }
@@ -31,12 +32,10 @@ pub fn run(ctx: &Context, args: VerifyReproArgs) -> Result<i32, Error> {
     let mut prepared = prepare(ctx, &args.target, &args.arch, args.cross)?;
     let store = ctx.open_store()?;
     let _store_lock = store.lock_shared()?;
-    let fetcher = Fetcher::new(&store, Mirrors::from_environment(), args.offline);
-    let sources = executor::fetch_sources(&prepared.set, &prepared.plan, &fetcher, &ctx.ui)?;
-    materialize_environments(ctx, &mut prepared, &store, &fetcher)?;
+    let sources = super::fetch_and_materialize(ctx, &mut prepared, &store, args.offline)?;
     let helper = sandbox_helper()?;
     let work = store.temp_dir("verify-repro-")?;
-    let hb_jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hb_jobs = super::host_jobs();
     let options = ReproOptions {
         rounds: args.rounds,
         variations: variations.clone(),
@@ -91,7 +90,10 @@ pub fn run(ctx: &Context, args: VerifyReproArgs) -> Result<i32, Error> {
     let mut bytes = serde_json::to_vec_pretty(&document).expect("json values always serialize");
     bytes.push(b'\n');
     write_atomic(&args.report.join(REPORT_JSON), &bytes)?;
-    write_atomic(&args.report.join(REPORT_HTML), report::html(&meta, &run, &artifacts).as_bytes())?;
+    write_atomic(
+        &args.report.join(REPORT_HTML),
+        report::html(&meta, &run, &artifacts).as_bytes(),
+    )?;
     if let Some(junit) = &args.junit {
         if let Some(parent) = junit.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs_err::create_dir_all(parent).map_err(crate::store::StoreError::Io)?;
@@ -117,7 +119,8 @@ pub fn run(ctx: &Context, args: VerifyReproArgs) -> Result<i32, Error> {
             args.report.join(REPORT_HTML).display()
         ));
         for a in &artifacts {
-            ctx.ui.status(&format!("verified {} (sha256 {})", a.path.display(), a.sha256));
+            ctx.ui
+                .status(&format!("verified {} (sha256 {})", a.path.display(), a.sha256));
         }
     }
     Ok(match verdict {

@@ -113,7 +113,12 @@ fn elf_sections(data: &[u8]) -> Option<BTreeMap<String, &[u8]>> {
     }
     let header = |i: usize| -> Option<(u32, u32, u64, u64)> {
         let base = shoff.checked_add(i.checked_mul(shentsize)?)?;
-        Some((u32_at(base)?, u32_at(base + 4)?, u64_at(base + 0x18)?, u64_at(base + 0x20)?))
+        Some((
+            u32_at(base)?,
+            u32_at(base + 4)?,
+            u64_at(base + 0x18)?,
+            u64_at(base + 0x20)?,
+        ))
     };
     let (_, _, str_off, str_size) = header(shstrndx)?;
     let strtab = data.get(str_off as usize..(str_off + str_size) as usize)?;

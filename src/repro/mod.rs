@@ -338,7 +338,9 @@ fn explain(
         std::thread::scope(|scope| {
             for _ in 0..options.jobs.max(1).min(trials.len()) {
                 scope.spawn(|| loop {
-                    let Some((t, variation)) = queue.lock().expect("queue").pop() else { break };
+                    let Some((t, variation)) = queue.lock().expect("queue").pop() else {
+                        break;
+                    };
                     let conditions = match variation {
                         None => canonical.clone(),
                         Some(v) => canonical.varied(&[v]),

@@ -60,12 +60,7 @@ pub fn json(meta: &Meta<'_>, run: &ReproRun, artifacts: &[Artifact]) -> Value {
             "failed": count(Verdict::Failed),
         },
         "nodes": run.nodes,
-        "artifacts": artifacts.iter().map(|a| json!({
-            "file": a.path.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "arch": a.arch,
-            "sha256": a.sha256,
-            "size": a.size,
-        })).collect::<Vec<_>>(),
+        "artifacts": artifacts.iter().map(Artifact::to_json).collect::<Vec<_>>(),
     })
 }
 
@@ -101,7 +96,11 @@ fn details(node: &NodeReport) -> String {
     }
     if let Some(e) = &node.explanation {
         if !e.culprits.is_empty() {
-            let _ = writeln!(text, "caused by: {}", e.culprits.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "));
+            let _ = writeln!(
+                text,
+                "caused by: {}",
+                e.culprits.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+            );
         }
         for hint in &e.hints {
             let _ = writeln!(text, "hint: {hint}");
@@ -235,7 +234,12 @@ details {{ margin: .5em 0; }} pre {{ background: #f5f5f5; padding: .6em; overflo
             let _ = writeln!(
                 page,
                 "<tr><td>{}</td><td><code>{}</code></td></tr>",
-                xml_escape(&a.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
+                xml_escape(
+                    &a.path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ),
                 a.sha256
             );
         }
@@ -289,7 +293,13 @@ pub fn table(meta: &Meta<'_>, run: &ReproRun, color: bool) -> String {
         out.push('\n');
     }
     for node in run.nodes.iter().filter(|n| n.verdict != Verdict::Reproduced) {
-        let _ = writeln!(out, "\n{} ({}): {}", node.package, node.arch, verdict_name(node.verdict));
+        let _ = writeln!(
+            out,
+            "\n{} ({}): {}",
+            node.package,
+            node.arch,
+            verdict_name(node.verdict)
+        );
         for line in details(node).lines() {
             let _ = writeln!(out, "  {line}");
         }

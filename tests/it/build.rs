@@ -42,15 +42,7 @@ fn builds_the_fixture_set_and_runs_its_program() {
     }
     // The program built against the library runs outside hb.
     let unpack = hb.dir.path().join("unpacked");
-    std::fs::create_dir_all(&unpack).unwrap();
-    assert!(Command::new("tar")
-        .arg("-xzf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&unpack)
-        .status()
-        .unwrap()
-        .success());
+    untar(&archive, &unpack);
     let out = Command::new(unpack.join("basic-linux-amd64/bin/greet"))
         .arg("tests")
         .output()

@@ -127,6 +127,19 @@ impl Run {
     }
 }
 
+/// Unpack a .tar.gz with GNU tar into `dest` (created), as a consumer would.
+pub fn untar(archive: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar -xzf {} failed", archive.display());
+}
+
 /// Write a file, creating its parent directories.
 pub fn write(path: &Path, contents: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

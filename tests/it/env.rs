@@ -38,13 +38,19 @@ fn a_lock_edited_by_hand_is_a_located_error() {
     let text = std::fs::read_to_string(&lock).unwrap();
     // A field with a bad value.
     let line = text.lines().position(|l| l.contains("name = \"dash\"")).unwrap() + 1;
-    let bad = text.replacen("name = \"dash\", version = \"", "name = \"dash\", version = 7, x = \"", 1);
+    let bad = text.replacen(
+        "name = \"dash\", version = \"",
+        "name = \"dash\", version = 7, x = \"",
+        1,
+    );
     std::fs::write(&lock, &bad).unwrap();
     let run = hb.run(&["build", "--arch", "amd64", set.to_str().unwrap()]);
     run.expect_code(2).expect_stderr(&format!("set.lock:{line}:"));
     // Broken syntax.
     std::fs::write(&lock, text.replacen("[[targets]]", "[[targets]", 1)).unwrap();
-    hb.run(&["build", "--arch", "amd64", set.to_str().unwrap()]).expect_code(2).expect_stderr("set.lock:");
+    hb.run(&["build", "--arch", "amd64", set.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("set.lock:");
     // A lock that no longer matches set.toml is out of date.
     std::fs::write(&lock, &text).unwrap();
     let toml = std::fs::read_to_string(set.join("set.toml")).unwrap();
@@ -68,11 +74,17 @@ fn a_deb_that_does_not_match_the_lock_is_refused() {
     let fake = format!("{}{}", &real[..63], if real.ends_with('0') { "1" } else { "0" });
     std::fs::write(&lock, text.replace(&real, &fake)).unwrap();
     let run = hb.run(&["build", "--arch", "amd64", set.to_str().unwrap()]);
-    run.expect_code(2).expect_stderr(&format!("sha256 mismatch: expected {fake}, got {real}"));
+    run.expect_code(2)
+        .expect_stderr(&format!("sha256 mismatch: expected {fake}, got {real}"));
     assert!(!hb.store().join("sources").join(&real).exists());
     assert!(!hb.store().join("sources").join(&fake).exists());
-    let envs: Vec<_> = std::fs::read_dir(hb.store().join("envs")).map(|d| d.collect()).unwrap_or_default();
-    assert!(envs.iter().all(|e| !e.as_ref().unwrap().path().join("rootfs").exists()), "no rootfs was stored");
+    let envs: Vec<_> = std::fs::read_dir(hb.store().join("envs"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(
+        envs.iter().all(|e| !e.as_ref().unwrap().path().join("rootfs").exists()),
+        "no rootfs was stored"
+    );
 }
 
 #[test]
@@ -96,11 +108,14 @@ fn the_fixture_builds_for_amd64_and_arm64_in_the_pinned_environment() {
     for (arch, machine) in [("amd64", 62u16), ("arm64", 183u16)] {
         let archive = hb.work().join(format!("dist/pinned-linux-{arch}.tar.gz"));
         let unpack = hb.dir.path().join(arch);
-        std::fs::create_dir_all(&unpack).unwrap();
-        assert!(Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&unpack).status().unwrap().success());
+        untar(&archive, &unpack);
         let bytes = std::fs::read(unpack.join(format!("pinned-linux-{arch}/bin/greet"))).unwrap();
         assert_eq!(&bytes[..4], b"\x7fELF");
-        assert_eq!(u16::from_le_bytes([bytes[18], bytes[19]]), machine, "{arch} greet has the wrong e_machine");
+        assert_eq!(
+            u16::from_le_bytes([bytes[18], bytes[19]]),
+            machine,
+            "{arch} greet has the wrong e_machine"
+        );
     }
     // The same lock, the same environment digest, the same bytes: a second build reuses all.
     let again = hb
@@ -124,7 +139,12 @@ fn the_rootfs_of_a_lock_is_verified_by_store_verify() {
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let verify = hb.command().env("HB_STORE", shared_store()).args(["--json", "store", "verify"]).output().unwrap();
+    let verify = hb
+        .command()
+        .env("HB_STORE", shared_store())
+        .args(["--json", "store", "verify"])
+        .output()
+        .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
     assert!(report["environments_checked"].as_u64().unwrap() >= 1, "{report}");
 }
@@ -147,10 +167,22 @@ fn cross_builds_are_their_own_digest_domain() {
     };
     let cross = build(&["--cross", "--out", "cross"]);
     let emulated = build(&["--out", "emulated"]);
-    let greet = |r: &serde_json::Value| r["nodes"].as_array().unwrap().iter().find(|n| n["package"] == "greet").unwrap().clone();
+    let greet = |r: &serde_json::Value| {
+        r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["package"] == "greet")
+            .unwrap()
+            .clone()
+    };
     assert_eq!(greet(&cross)["method"], "cross");
     assert_eq!(greet(&emulated)["method"], "emulated");
-    assert_ne!(greet(&cross)["input_hash"], greet(&emulated)["input_hash"], "methods never share outputs");
+    assert_ne!(
+        greet(&cross)["input_hash"],
+        greet(&emulated)["input_hash"],
+        "methods never share outputs"
+    );
     let unpack = hb.dir.path().join("cross-unpacked");
     std::fs::create_dir_all(&unpack).unwrap();
     assert!(Command::new("tar")
@@ -162,10 +194,18 @@ fn cross_builds_are_their_own_digest_domain() {
         .unwrap()
         .success());
     let bytes = std::fs::read(unpack.join("pinned-linux-arm64/bin/greet")).unwrap();
-    assert_eq!(u16::from_le_bytes([bytes[18], bytes[19]]), 183, "a cross-built greet is aarch64");
+    assert_eq!(
+        u16::from_le_bytes([bytes[18], bytes[19]]),
+        183,
+        "a cross-built greet is aarch64"
+    );
     // --cross without cross_packages is a clear error.
     let toml = std::fs::read_to_string(set.join("set.toml")).unwrap();
-    let without: String = toml.lines().filter(|l| !l.starts_with("cross_packages")).map(|l| format!("{l}\n")).collect();
+    let without: String = toml
+        .lines()
+        .filter(|l| !l.starts_with("cross_packages"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(set.join("set.toml"), without).unwrap();
     hb.run(&["build", "--cross", "--arch", "arm64", set.to_str().unwrap()])
         .expect_code(2)

@@ -16,7 +16,12 @@ fn verify_repro(hb: &Hb, args: &[&str]) -> (Run, serde_json::Value) {
 }
 
 fn node<'a>(report: &'a serde_json::Value, package: &str) -> &'a serde_json::Value {
-    report["nodes"].as_array().unwrap().iter().find(|n| n["package"] == package).unwrap()
+    report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["package"] == package)
+        .unwrap()
 }
 
 fn culprits(node: &serde_json::Value) -> Vec<String> {
@@ -55,9 +60,20 @@ fn every_cause_of_nondeterminism_is_flagged_and_explained() {
         if variation == "clock" && !faketime {
             panic!("libfaketime is not installed: run scripts/test.sh (it installs Debian's faketime) — the clock variation needs it");
         }
-        assert!(culprits(n).contains(&variation.to_string()), "{package}: expected {variation} among {:?}", culprits(n));
-        assert!(!n["differences"].as_array().unwrap().is_empty(), "{package}: no file named");
-        assert!(n["explanation"]["hints"].as_array().unwrap().iter().any(|h| h.as_str().unwrap().starts_with(variation)));
+        assert!(
+            culprits(n).contains(&variation.to_string()),
+            "{package}: expected {variation} among {:?}",
+            culprits(n)
+        );
+        assert!(
+            !n["differences"].as_array().unwrap().is_empty(),
+            "{package}: no file named"
+        );
+        assert!(n["explanation"]["hints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h.as_str().unwrap().starts_with(variation)));
     }
     // Exactly the one variation for the single-cause fixtures.
     for (package, variation) in &expected[..6] {
@@ -82,7 +98,12 @@ fn every_cause_of_nondeterminism_is_flagged_and_explained() {
         .arg(&junit)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&parsed.stdout).trim(), "12 11", "{}", String::from_utf8_lossy(&parsed.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&parsed.stdout).trim(),
+        "12 11",
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
 }
 
 #[test]
@@ -103,8 +124,12 @@ fn deterministic_fixtures_reproduce_every_time() {
     let bytes = std::fs::read(hb.work().join("dist/basic-linux-amd64.tar.gz")).unwrap();
     assert_eq!(artifact["sha256"], sha256_hex(&bytes));
     // ... and they are the bytes `hb build` makes.
-    hb.run(&["build", "--out", "built", set.to_str().unwrap()]).expect_code(0);
-    assert_eq!(std::fs::read(hb.work().join("built/basic-linux-amd64.tar.gz")).unwrap(), bytes);
+    hb.run(&["build", "--out", "built", set.to_str().unwrap()])
+        .expect_code(0);
+    assert_eq!(
+        std::fs::read(hb.work().join("built/basic-linux-amd64.tar.gz")).unwrap(),
+        bytes
+    );
 }
 
 #[test]
@@ -117,7 +142,13 @@ fn a_build_failing_in_round_two_is_a_failure_not_a_difference() {
     assert_eq!(report["verdict"], "failed");
     let n = node(&report, "flaky");
     assert_eq!(n["verdict"], "failed");
-    assert!(n["error"].as_str().unwrap().starts_with("round 2: build of flaky (amd64) failed"), "{n}");
+    assert!(
+        n["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("round 2: build of flaky (amd64) failed"),
+        "{n}"
+    );
 }
 
 #[test]
@@ -141,7 +172,9 @@ fn vary_none_leaves_only_true_nondeterminism() {
 
 #[test]
 fn the_html_report_renders_in_chromium() {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists());
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
     let Some(chromium) = chromium else {
         panic!("chromium is not installed: run scripts/test.sh (it installs Debian's chromium)");
     };
@@ -171,7 +204,10 @@ fn the_html_report_renders_in_chromium() {
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(dom.contains("<td class=\"cell reproduced\""), "the rendered page has no matrix:\n{dom}");
+    assert!(
+        dom.contains("<td class=\"cell reproduced\""),
+        "the rendered page has no matrix:\n{dom}"
+    );
     assert_eq!(dom.matches("<td class=\"cell differs\"").count(), 11);
     assert!(dom.contains("<details>"));
     let status = Command::new(chromium)
@@ -184,7 +220,11 @@ fn the_html_report_renders_in_chromium() {
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let png = std::fs::read(&shot).expect("a screenshot");
     assert_eq!(&png[1..4], b"PNG");
-    assert!(png.len() > 10_000, "the screenshot is suspiciously small ({} bytes)", png.len());
+    assert!(
+        png.len() > 10_000,
+        "the screenshot is suspiciously small ({} bytes)",
+        png.len()
+    );
     // Keep it for people to look at.
     let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("repro-report.png");
     let _ = std::fs::copy(&shot, keep);

@@ -19,8 +19,7 @@ fn the_toolchain_builds_for_both_arches_and_reproduces() {
     for (arch, machine) in [("amd64", 62u16), ("arm64", 183u16)] {
         let archive = hb.work().join(format!("dist/tools-linux-{arch}.tar.gz"));
         let unpack = hb.dir.path().join(arch);
-        std::fs::create_dir_all(&unpack).unwrap();
-        assert!(Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&unpack).status().unwrap().success());
+        untar(&archive, &unpack);
         let top = unpack.join(format!("tools-linux-{arch}"));
         let mut elves = 0;
         for entry in walkdir::WalkDir::new(&top).into_iter().filter_map(|e| e.ok()) {
@@ -62,6 +61,9 @@ fn the_toolchain_builds_for_both_arches_and_reproduces() {
     run.expect_code(0);
     for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
         let verified = std::fs::read(hb.work().join(format!("verified/tools-linux-{arch}.tar.gz"))).unwrap();
-        assert!(verified == built[i], "{arch}: verify-repro's artifact differs from hb build's");
+        assert!(
+            verified == built[i],
+            "{arch}: verify-repro's artifact differs from hb build's"
+        );
     }
 }
