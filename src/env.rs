@@ -56,7 +56,7 @@ pub struct BuildEnvironment {
 enum Source {
     Host,
     Debian {
-        target: TargetLock,
+        target: Box<TargetLock>,
         links: BTreeMap<String, String>,
         emulator: Option<EmulatorLock>,
     },
@@ -219,7 +219,7 @@ pub fn resolve(set: &Set, arches: &[Arch], cross: bool) -> Result<BTreeMap<Arch,
                         arch,
                         cross_triplet,
                         source: Source::Debian {
-                            target,
+                            target: Box::new(target),
                             links: spec.links.clone(),
                             emulator,
                         },

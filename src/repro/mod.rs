@@ -77,6 +77,9 @@ pub struct NodeReport {
     pub diffoscope: Option<PathBuf>,
 }
 
+/// The round (0-based) whose build failed first, and the error.
+type RoundFailure = (usize, BuildError);
+
 pub struct ReproOptions {
     pub rounds: usize,
     pub variations: Vec<Variation>,
@@ -152,7 +155,7 @@ pub fn verify(cx: &Context<'_>, options: &ReproOptions) -> Result<ReproRun, Stor
     };
     let combined_result = executor.run_indexed(&combined, cx.sources);
     phase_ms.insert("rounds".into(), started.elapsed().as_millis() as u64);
-    let (rounds, failure): (Vec<Option<Vec<NodeResult>>>, Option<(usize, BuildError)>) = match combined_result {
+    let (rounds, failure): (Vec<Option<Vec<NodeResult>>>, Option<RoundFailure>) = match combined_result {
         Ok(results) => {
             build_ms_total += results.iter().map(|r| r.built.meta.duration_ms).sum::<u64>();
             (results.chunks(n.max(1)).map(|c| Some(c.to_vec())).collect(), None)
@@ -228,6 +231,7 @@ pub fn verify(cx: &Context<'_>, options: &ReproOptions) -> Result<ReproRun, Stor
     let mut explanation_builds = 0;
     if options.explain {
         if let Some(canonical_results) = &rounds[0] {
+            #[allow(clippy::needless_range_loop)] // `explain` needs the node's plan index
             for i in 0..nodes.len() {
                 if nodes[i].verdict != Verdict::Differs {
                     continue;

@@ -219,9 +219,9 @@ details {{ margin: .5em 0; }} pre {{ background: #f5f5f5; padding: .6em; overflo
     }
     page.push_str("</tbody></table>\n");
     for node in run.nodes.iter().filter(|n| n.verdict != Verdict::Reproduced) {
-        let _ = write!(
+        let _ = writeln!(
             page,
-            "<details><summary>{} ({}): {}</summary><pre>{}</pre></details>\n",
+            "<details><summary>{} ({}): {}</summary><pre>{}</pre></details>",
             xml_escape(&node.package),
             node.arch,
             verdict_name(node.verdict),
