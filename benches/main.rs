@@ -5,6 +5,7 @@
 //! (needs `bwrap` from Debian's bubblewrap package for the sandbox comparison.)
 
 mod pack;
+mod sign;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +31,9 @@ fn main() {
     }
     if wants("pack") {
         pack::run();
+    }
+    if wants("sign") {
+        sign::run();
     }
 }
 

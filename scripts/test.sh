@@ -22,6 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v python3 >/dev/null || { echo "python3 is needed (loopback HTTP server, XML checks)" >&2; exit 1; }
 
+scripts/install-sign-tools.sh  # gpg, sqv, openssl, SBOM validators for tests/it/sign.rs
 eval "$(scripts/fetch-test-binaries.sh)"  # exports HB_TEST_QEMU_AARCH64, HB_TEST_AARCH64_PROGRAM
 
 if cargo nextest --version >/dev/null 2>&1; then

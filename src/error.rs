@@ -7,6 +7,7 @@ use crate::env::EnvError;
 use crate::fetch::FetchError;
 use crate::plan::PlanError;
 use crate::recipe::RecipeError;
+use crate::sign::SignError;
 use crate::store::StoreError;
 
 pub const EXIT_CHECK_FAILED: i32 = 1;
@@ -29,6 +30,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Dist(#[from] DistError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
     /// A usage mistake that clap cannot see (e.g. an unknown --arch value).
     #[error("{message}")]
     Usage { message: String, hint: Option<String> },
@@ -40,6 +43,11 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Recipe(_) | Error::Plan(_) | Error::Usage { .. } => EXIT_BAD_INPUT,
+            Error::Sign(e) => match e.kind() {
+                crate::sign::ErrorKind::CheckFailed => EXIT_CHECK_FAILED,
+                crate::sign::ErrorKind::BadInput => EXIT_BAD_INPUT,
+                crate::sign::ErrorKind::Environment => EXIT_BUILD_FAILED,
+            },
             Error::Env(e) if e.is_bad_input() => EXIT_BAD_INPUT,
             Error::Env(_) => EXIT_BUILD_FAILED,
             Error::Fetch(FetchError::Store(_)) => EXIT_BUILD_FAILED,
@@ -55,6 +63,7 @@ impl Error {
             Error::Fetch(e) => e.hint(),
             Error::Env(e) => e.hint(),
             Error::Usage { hint, .. } => hint.clone(),
+            Error::Sign(e) => e.hint(),
             Error::Plan(PlanError::Cycle { locations, .. }) => Some(format!(
                 "remove one of these dependencies to break the cycle: {}",
                 locations.join(", ")

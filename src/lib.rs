@@ -25,6 +25,7 @@ pub mod plan;
 pub mod recipe;
 pub mod repro;
 pub mod rootfs;
+pub mod sign;
 pub mod store;
 pub mod types;
 pub mod ui;

@@ -1,18 +1,26 @@
 //! Command-line arguments (clap). One file per command, mirroring `src/commands/`; no clap
 //! type goes below the commands layer.
 
+mod attest;
 mod build;
 mod fetch;
+mod key;
 mod lock;
 mod shell;
+mod sign;
 mod store;
+mod verify;
 mod verify_repro;
 
+pub use attest::AttestArgs;
 pub use build::BuildArgs;
 pub use fetch::FetchArgs;
+pub use key::{ExportFormat, KeyArgs, KeyCommand, KeyDirArgs, SigningKeyArgs};
 pub use lock::LockArgs;
 pub use shell::ShellArgs;
+pub use sign::SignArgs;
 pub use store::{StoreArgs, StoreCommand};
+pub use verify::VerifyArgs;
 pub use verify_repro::VerifyReproArgs;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -76,4 +84,12 @@ pub enum Command {
     VerifyRepro(VerifyReproArgs),
     /// Inspect and maintain the store
     Store(StoreArgs),
+    /// Make, list and export signing keys (OpenPGP + ECDSA P-256)
+    Key(KeyArgs),
+    /// Sign files: SHA256SUMS(.asc), OpenPGP (.asc) and cosign-format (.sig) signatures
+    Sign(SignArgs),
+    /// Write SLSA provenance (DSSE-signed) and SPDX + CycloneDX SBOMs for built artifacts
+    Attest(AttestArgs),
+    /// Verify checksums, signatures and provenance against a trust store
+    Verify(VerifyArgs),
 }

@@ -1,11 +1,15 @@
 //! One function per command. Each turns parsed arguments into calls to the parts (recipe,
 //! plan, fetch, executor, dist, store) and returns a `Result`; only `main` picks exit codes.
 
+mod attest;
 mod build;
 mod fetch;
+mod key;
 mod lock;
 mod shell;
+mod sign;
 mod store;
+mod verify;
 mod verify_repro;
 
 use crate::cli::{Cli, ColorArg, Command};
@@ -59,6 +63,10 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Lock(args) => lock::run(&ctx, args),
         Command::Shell(args) => shell::run(&ctx, args),
         Command::Store(args) => store::run(&ctx, args),
+        Command::Key(args) => key::run(&ctx, args),
+        Command::Sign(args) => sign::run(&ctx, args),
+        Command::Attest(args) => attest::run(&ctx, args),
+        Command::Verify(args) => verify::run(&ctx, args),
         Command::VerifyRepro(args) => verify_repro::run(&ctx, args),
     }
 }

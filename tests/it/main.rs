@@ -7,5 +7,6 @@ mod errors;
 mod repro;
 mod sandbox;
 mod shell;
+mod sign;
 mod store;
 mod toolchain;
