@@ -92,6 +92,7 @@ fn sandbox() {
         umask: 0o022,
         loopback: true,
         binfmt: Vec::new(),
+        env_order_reversed: false,
     };
     let helper = std::env::current_exe().unwrap();
     let mut hb = Vec::new();
@@ -246,6 +247,7 @@ fn sandbox_env() {
             umask: 0o022,
             loopback: true,
             binfmt: Vec::new(),
+            env_order_reversed: false,
         };
         let samples: Vec<Duration> = (0..RUNS)
             .map(|_| {

@@ -400,6 +400,7 @@ impl NodeBuild<'_> {
             umask: self.conditions.umask,
             loopback: true,
             binfmt: self.environment.binfmt.clone(),
+            env_order_reversed: self.conditions.env_order_reversed,
         }
     }
 

@@ -35,7 +35,7 @@ pub enum Variation {
     User,
     /// `HOME=/homeless-shelter` becomes `/nonexistent/home`.
     Home,
-    /// An extra variable `HB_REPRO_EXTRA=1` in the build environment.
+    /// The build environment in reverse order, with an extra variable `HB_REPRO_EXTRA=1`.
     Environment,
     /// Sources placed on a tmpfs with entries created in reverse order, so `readdir`
     /// returns them in another order.
@@ -152,6 +152,8 @@ pub struct Conditions {
     pub user: String,
     pub home: String,
     pub extra_env: Option<(String, String)>,
+    /// `environ` in reverse name order instead of sorted.
+    pub env_order_reversed: bool,
     pub dir_order_reversed: bool,
     pub no_aslr: bool,
     pub uname26: bool,
@@ -174,6 +176,7 @@ impl Conditions {
             user: "hb".into(),
             home: "/homeless-shelter".into(),
             extra_env: None,
+            env_order_reversed: false,
             dir_order_reversed: false,
             no_aslr: false,
             uname26: false,
@@ -203,7 +206,10 @@ impl Conditions {
                     c.user = "builder".into();
                 }
                 Variation::Home => c.home = "/nonexistent/home".into(),
-                Variation::Environment => c.extra_env = Some(("HB_REPRO_EXTRA".into(), "1".into())),
+                Variation::Environment => {
+                    c.extra_env = Some(("HB_REPRO_EXTRA".into(), "1".into()));
+                    c.env_order_reversed = true;
+                }
                 Variation::DirOrder => c.dir_order_reversed = true,
                 Variation::Aslr => c.no_aslr = true,
                 Variation::Uname => c.uname26 = true,

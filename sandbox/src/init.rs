@@ -536,7 +536,10 @@ fn command(req: &Request, userns: Option<BorrowedFd<'_>>) -> Result<Never, Fail>
 
     let cstr = |s: &str| CString::new(s).expect("validated: no NUL");
     let argv: Vec<CString> = req.argv.iter().map(|a| cstr(a)).collect();
-    let env: Vec<CString> = policy.env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect();
+    let mut env: Vec<CString> = policy.env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect();
+    if policy.env_order_reversed {
+        env.reverse();
+    }
     let program = &req.argv[0];
     let candidates: Vec<String> = if program.contains('/') {
         vec![program.clone()]
@@ -774,6 +777,7 @@ mod tests {
             umask: 0o022,
             loopback: false,
             binfmt: Vec::new(),
+            env_order_reversed: false,
         }
     }
 

@@ -103,6 +103,10 @@ pub struct Policy {
     /// argv\[0\] preserved). Empty = no binfmt_misc instance at all.
     #[serde(default)]
     pub binfmt: Vec<Binfmt>,
+    /// The command's environment is passed sorted by name; in reverse order when true
+    /// (reproducibility checks vary it: nothing may depend on `environ`'s order).
+    #[serde(default)]
+    pub env_order_reversed: bool,
 }
 
 /// A binfmt_misc registration made in the sandbox's private binfmt_misc instance.

@@ -106,6 +106,7 @@ impl Sandbox {
             umask: 0o022,
             loopback: true,
             binfmt: Vec::new(),
+            env_order_reversed: false,
         };
         Sandbox { build, out, policy }
     }
