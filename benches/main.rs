@@ -23,6 +23,9 @@ fn main() {
     if wants("sandbox-env") {
         sandbox_env();
     }
+    if wants("rootfs") {
+        rootfs();
+    }
     if wants("repro") {
         repro();
     }
@@ -325,5 +328,82 @@ fn repro() {
             ideal,
             rounds as f64 / ideal
         );
+    }
+}
+
+/// Rootfs assembly from cached debs: hb (the toolchain's amd64 environment from set.lock)
+/// vs `mmdebstrap --variant=extract` of the same debs (a local `copy://` repository), in the
+/// same run. Needs `HB_STORE` holding the debs (`hb fetch recipes/toolchain`), and
+/// mmdebstrap + apt-ftparchive (Debian's mmdebstrap and apt-utils).
+fn rootfs() {
+    const ROUNDS: usize = 3;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(store_dir) = std::env::var_os("HB_STORE").map(PathBuf::from) else {
+        println!("rootfs: set HB_STORE to a store with the toolchain's debs (hb fetch recipes/toolchain)");
+        return;
+    };
+    let lock = hb::lock::read(&root.join("recipes/toolchain/set.lock")).expect("recipes/toolchain/set.lock");
+    let target = lock.target(hb::types::Arch::Amd64).expect("an amd64 target").clone();
+    let sources = store_dir.join("sources");
+    if let Some(missing) = target.debs.iter().find(|d| !sources.join(d.sha256.as_str()).exists()) {
+        println!("rootfs: {} is not in {} (run hb fetch recipes/toolchain)", missing.label(), store_dir.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A local repository of the same debs for mmdebstrap.
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    for deb in &target.debs {
+        let name = deb.path.rsplit('/').next().unwrap();
+        std::fs::hard_link(sources.join(deb.sha256.as_str()), repo.join(name)).unwrap();
+    }
+    let packages = Command::new("apt-ftparchive").arg("packages").arg(".").current_dir(&repo).output();
+    let mmdebstrap = Path::new("/usr/bin/mmdebstrap").exists();
+    match packages {
+        Ok(out) if out.status.success() => std::fs::write(repo.join("Packages"), out.stdout).unwrap(),
+        _ => println!("rootfs: apt-ftparchive (apt-utils) missing: no mmdebstrap comparison"),
+    }
+    let names: Vec<&str> = target.debs.iter().map(|d| d.name.as_str()).collect();
+    let links: std::collections::BTreeMap<String, String> =
+        [("/usr/bin/cc", "gcc"), ("/usr/bin/awk", "mawk")].map(|(a, b)| (a.to_string(), b.to_string())).into();
+    let digest = lock.environment_digest(hb::types::Arch::Amd64, &links);
+    let (mut hb_times, mut mm_times) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        // hb: a fresh store whose sources are the cached debs (hard links), offline.
+        let store_root = dir.path().join(format!("store-{round}"));
+        let store = hb::store::Store::open(&store_root).unwrap();
+        for deb in &target.debs {
+            std::fs::hard_link(sources.join(deb.sha256.as_str()), store.source_path(&deb.sha256)).unwrap();
+        }
+        let fetcher = hb::fetch::Fetcher::new(&store, hb::fetch::Mirrors::default(), true);
+        let start = Instant::now();
+        hb::rootfs::assemble(&store, &fetcher, &target, &links, &digest, &|_| {}).expect("assembly");
+        hb_times.push(start.elapsed());
+        if mmdebstrap && repo.join("Packages").exists() {
+            let out = dir.path().join(format!("mm-{round}"));
+            let start = Instant::now();
+            let status = Command::new("mmdebstrap")
+                .args(["-q", "--variant=extract", "--aptopt=Acquire::Languages \"none\""])
+                .arg(format!("--include={}", names.join(",")))
+                .arg("bookworm")
+                .arg(&out)
+                .arg(format!("deb [trusted=yes] copy://{} ./", repo.display()))
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            if status.success() {
+                mm_times.push(start.elapsed());
+            }
+        }
+    }
+    println!("rootfs assembly of {} cached debs (amd64 toolchain environment), median of {ROUNDS}:", target.debs.len());
+    let hb_median = median(hb_times);
+    println!("  hb rootfs::assemble (unpack, merge, hash)   {:8.0} ms", ms(hb_median));
+    if mm_times.is_empty() {
+        println!("  mmdebstrap --variant=extract: not installed or failed (apt-get install mmdebstrap apt-utils)");
+    } else {
+        let mm = median(mm_times);
+        println!("  mmdebstrap --variant=extract, same debs    {:8.0} ms", ms(mm));
+        println!("  ratio hb / mmdebstrap                      {:8.2}", ms(hb_median) / ms(mm));
     }
 }
