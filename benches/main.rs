@@ -346,7 +346,11 @@ fn rootfs() {
     let target = lock.target(hb::types::Arch::Amd64).expect("an amd64 target").clone();
     let sources = store_dir.join("sources");
     if let Some(missing) = target.debs.iter().find(|d| !sources.join(d.sha256.as_str()).exists()) {
-        println!("rootfs: {} is not in {} (run hb fetch recipes/toolchain)", missing.label(), store_dir.display());
+        println!(
+            "rootfs: {} is not in {} (run hb fetch recipes/toolchain)",
+            missing.label(),
+            store_dir.display()
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -357,15 +361,20 @@ fn rootfs() {
         let name = deb.path.rsplit('/').next().unwrap();
         std::fs::hard_link(sources.join(deb.sha256.as_str()), repo.join(name)).unwrap();
     }
-    let packages = Command::new("apt-ftparchive").arg("packages").arg(".").current_dir(&repo).output();
+    let packages = Command::new("apt-ftparchive")
+        .arg("packages")
+        .arg(".")
+        .current_dir(&repo)
+        .output();
     let mmdebstrap = Path::new("/usr/bin/mmdebstrap").exists();
     match packages {
         Ok(out) if out.status.success() => std::fs::write(repo.join("Packages"), out.stdout).unwrap(),
         _ => println!("rootfs: apt-ftparchive (apt-utils) missing: no mmdebstrap comparison"),
     }
     let names: Vec<&str> = target.debs.iter().map(|d| d.name.as_str()).collect();
-    let links: std::collections::BTreeMap<String, String> =
-        [("/usr/bin/cc", "gcc"), ("/usr/bin/awk", "mawk")].map(|(a, b)| (a.to_string(), b.to_string())).into();
+    let links: std::collections::BTreeMap<String, String> = [("/usr/bin/cc", "gcc"), ("/usr/bin/awk", "mawk")]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .into();
     let digest = lock.environment_digest(hb::types::Arch::Amd64, &links);
     let (mut hb_times, mut mm_times) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
@@ -396,7 +405,10 @@ fn rootfs() {
             }
         }
     }
-    println!("rootfs assembly of {} cached debs (amd64 toolchain environment), median of {ROUNDS}:", target.debs.len());
+    println!(
+        "rootfs assembly of {} cached debs (amd64 toolchain environment), median of {ROUNDS}:",
+        target.debs.len()
+    );
     let hb_median = median(hb_times);
     println!("  hb rootfs::assemble (unpack, merge, hash)   {:8.0} ms", ms(hb_median));
     if mm_times.is_empty() {
@@ -404,6 +416,9 @@ fn rootfs() {
     } else {
         let mm = median(mm_times);
         println!("  mmdebstrap --variant=extract, same debs    {:8.0} ms", ms(mm));
-        println!("  ratio hb / mmdebstrap                      {:8.2}", ms(hb_median) / ms(mm));
+        println!(
+            "  ratio hb / mmdebstrap                      {:8.2}",
+            ms(hb_median) / ms(mm)
+        );
     }
 }
