@@ -206,7 +206,7 @@ fn cached_build() {
 /// Sandbox start with a pinned environment's rootfs (from `$HB_STORE/envs`) vs the host
 /// environment, each with the mounts hb uses for a build.
 fn sandbox_env() {
-    const RUNS: usize = 200;
+    const RUNS: usize = 1000;
     let Some(store) = std::env::var_os("HB_STORE").map(PathBuf::from) else {
         println!("sandbox-env: set HB_STORE to a store with an assembled environment (hb build fixtures/pinned)");
         return;
@@ -215,21 +215,36 @@ fn sandbox_env() {
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok().map(|e| e.path().join("rootfs")))
-        .find(|p| p.join("usr/bin/gcc").exists() && p.join("usr/lib/x86_64-linux-gnu").exists());
+        .find(|p| {
+            p.join("usr/bin/gcc").exists()
+                && p.join("usr/lib/x86_64-linux-gnu").exists()
+                && p.join("etc/passwd").exists()
+        });
     let Some(rootfs) = rootfs else {
-        println!("sandbox-env: no amd64 environment in {}/envs", store.display());
+        println!(
+            "sandbox-env: no amd64 environment of this hb version in {}/envs",
+            store.display()
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let helper = std::env::current_exe().unwrap();
-    let mut figures = Vec::new();
-    for (name, root_mounts) in [
-        ("host /usr", hb::env::host_root_mounts(Path::new("/"))),
-        ("pinned rootfs", hb::env::rootfs_mounts(&rootfs).unwrap()),
-    ] {
+    let policy = |root_mounts: Vec<hb_sandbox::Mount>| {
         let mut mounts = root_mounts;
-        let n = mounts.len();
+        // What every build adds (build.rs): on the host environment they are created on the
+        // root tmpfs, on a pinned one bound over the rootfs's placeholders.
+        let file = |target: &str, contents: &str| hb_sandbox::Mount::File {
+            target: target.into(),
+            contents: contents.into(),
+            mode: 0o644,
+        };
         mounts.extend([
+            file(
+                "/etc/passwd",
+                "root:x:0:0:root:/root:/bin/sh\nhb:x:1000:1000::/build:/bin/sh\n",
+            ),
+            file("/etc/group", "root:x:0:\nhb:x:1000:\n"),
+            file("/etc/hosts", "127.0.0.1 localhost hb-build\n"),
             hb_sandbox::Mount::Proc { target: "/proc".into() },
             hb_sandbox::Mount::Dev { target: "/dev".into() },
             hb_sandbox::Mount::Tmpfs { target: "/tmp".into() },
@@ -239,7 +254,7 @@ fn sandbox_env() {
                 writable: true,
             },
         ]);
-        let policy = hb_sandbox::Policy {
+        hb_sandbox::Policy {
             mounts,
             writable: vec!["/build".into(), "/tmp".into()],
             hostname: "hb-build".into(),
@@ -251,23 +266,41 @@ fn sandbox_env() {
             loopback: true,
             binfmt: Vec::new(),
             env_order_reversed: false,
+        }
+    };
+    let host = hb::env::host_root_mounts(Path::new("/"));
+    let pinned = hb::env::rootfs_mounts(&rootfs).unwrap();
+    let counts = [host.len(), pinned.len()];
+    let policies = [policy(host), policy(pinned)];
+    let once = |policy: &hb_sandbox::Policy| {
+        let start = Instant::now();
+        let command = hb_sandbox::Command {
+            argv: vec!["/bin/true".into()],
+            stdin: None,
+            stdout: None,
+            stderr: None,
         };
-        let samples: Vec<Duration> = (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                let command = hb_sandbox::Command {
-                    argv: vec!["/bin/true".into()],
-                    stdin: None,
-                    stdout: None,
-                    stderr: None,
-                };
-                let (outcome, _) = hb_sandbox::run(&policy, command, &helper).expect("sandbox runs");
-                assert!(outcome.success());
-                start.elapsed()
-            })
-            .collect();
-        figures.push((name, n, median(samples)));
+        let (outcome, _) = hb_sandbox::run(policy, command, &helper).expect("sandbox runs");
+        assert!(outcome.success());
+        start.elapsed()
+    };
+    // Interleaved, so that a change in the machine's load hits both alike.
+    let mut samples: [Vec<Duration>; 2] = Default::default();
+    for _ in 0..RUNS {
+        for (i, p) in policies.iter().enumerate() {
+            samples[i].push(once(p));
+        }
     }
+    // Paired: each pinned run against the host run just before it.
+    let mut diffs: Vec<f64> = samples[0]
+        .iter()
+        .zip(&samples[1])
+        .map(|(h, p)| (p.as_secs_f64() - h.as_secs_f64()) * 1e6)
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    let (diff_median, diff_q1, diff_q3) = (diffs[RUNS / 2], diffs[RUNS / 4], diffs[RUNS * 3 / 4]);
+    let [host, pinned] = samples.map(median);
+    let figures = [("host /usr", counts[0], host), ("pinned rootfs", counts[1], pinned)];
     println!("sandbox start + /bin/true with each environment's root mounts, median of {RUNS}:");
     for (name, n, m) in &figures {
         println!("  {name:<14} ({n:3} root mounts)  {:7.2} ms", ms(*m));
@@ -275,6 +308,9 @@ fn sandbox_env() {
     println!(
         "  ratio pinned / host                 {:7.2}",
         ms(figures[1].2) / ms(figures[0].2)
+    );
+    println!(
+        "  paired difference pinned - host     {diff_median:+7.0} us (quartiles {diff_q1:+.0} / {diff_q3:+.0} us)"
     );
 }
 

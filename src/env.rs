@@ -24,10 +24,6 @@ pub const LOCK_FILE: &str = "set.lock";
 /// The lock of the `--cross` environment (host arch + `cross_packages`), next to `set.toml`.
 pub const CROSS_LOCK_FILE: &str = "set.cross.lock";
 
-/// Files of `/etc` that hb provides in every build (see `build.rs`), so they are not taken
-/// from the rootfs.
-pub const PROVIDED_ETC_FILES: [&str; 3] = ["passwd", "group", "hosts"];
-
 /// Top-level directories of a rootfs that the sandbox provides fresh.
 const SANDBOX_OWNED: [&str; 6] = ["dev", "proc", "tmp", "build", "out", "deps"];
 
@@ -326,16 +322,30 @@ pub fn gnu_triplet(arch: Arch) -> &'static str {
     }
 }
 
-/// A rootfs directory as mounts: every top-level directory bound read-only, top-level
-/// symlinks (merged /usr) recreated, `/etc` entry by entry so hb can provide its own
-/// passwd, group and hosts.
+/// A rootfs directory as mounts: every top-level directory bound read-only (`/etc` too: it
+/// has placeholders for the files hb writes over it, [`rootfs::PROVIDED_ETC_FILES`]), empty
+/// ones recreated as plain directories (cheaper than a bind), top-level symlinks (merged
+/// /usr) recreated. A dozen mounts for a Debian rootfs: sandbox start costs what it costs
+/// with the `host` environment.
 pub fn rootfs_mounts(rootfs: &Path) -> Result<Vec<Mount>, EnvError> {
+    use std::os::unix::fs::PermissionsExt;
     let io = |path: &Path, source: std::io::Error| {
         EnvError::Rootfs(RootfsError::Io {
             path: path.to_owned(),
             source,
         })
     };
+    for name in rootfs::PROVIDED_ETC_FILES {
+        let path = rootfs.join("etc").join(name);
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            return Err(io(
+                &path,
+                std::io::Error::other(
+                    "missing: every rootfs has it (hb writes it for each build); the environment is damaged, run `hb store verify`",
+                ),
+            ));
+        }
+    }
     let mut mounts = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(rootfs)
         .map_err(|e| io(rootfs, e))?
@@ -349,39 +359,17 @@ pub fn rootfs_mounts(rootfs: &Path) -> Result<Vec<Mount>, EnvError> {
         }
         let path = entry.path();
         let target = PathBuf::from("/").join(&name);
-        let file_type = entry.file_type().map_err(|e| io(&path, e))?;
-        if file_type.is_symlink() {
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
+        if meta.file_type().is_symlink() {
             mounts.push(Mount::Symlink {
                 link: target,
                 points_to: std::fs::read_link(&path).map_err(|e| io(&path, e))?,
             });
-        } else if name == "etc" && file_type.is_dir() {
-            mounts.push(Mount::Dir { target: target.clone() });
-            let mut etc: Vec<_> = std::fs::read_dir(&path)
-                .map_err(|e| io(&path, e))?
-                .filter_map(|e| e.ok())
-                .collect();
-            etc.sort_by_key(|e| e.file_name());
-            for item in etc {
-                let item_name = item.file_name().to_string_lossy().into_owned();
-                if PROVIDED_ETC_FILES.contains(&item_name.as_str()) {
-                    continue;
-                }
-                let item_path = item.path();
-                let item_target = target.join(&item_name);
-                if item.file_type().map_err(|e| io(&item_path, e))?.is_symlink() {
-                    mounts.push(Mount::Symlink {
-                        link: item_target,
-                        points_to: std::fs::read_link(&item_path).map_err(|e| io(&item_path, e))?,
-                    });
-                } else {
-                    mounts.push(Mount::Bind {
-                        source: item_path,
-                        target: item_target,
-                        writable: false,
-                    });
-                }
-            }
+        } else if meta.is_dir()
+            && meta.permissions().mode() & 0o7777 == 0o755
+            && std::fs::read_dir(&path).map_err(|e| io(&path, e))?.next().is_none()
+        {
+            mounts.push(Mount::Dir { target });
         } else {
             mounts.push(Mount::Bind {
                 source: path,
@@ -432,4 +420,51 @@ pub fn host_root_mounts(host_root: &Path) -> Vec<Mount> {
         }
     }
     mounts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_rootfs_is_a_dozen_mounts_with_etc_bound_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["usr/bin", "etc/apt", "boot", "root", "dev", "tmp", "var/lib"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::set_permissions(root.join("boot"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(root.join("root"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        for f in rootfs::PROVIDED_ETC_FILES {
+            std::fs::write(root.join("etc").join(f), "").unwrap();
+        }
+        let mounts = rootfs_mounts(root).unwrap();
+        let bind = |name: &str| Mount::Bind {
+            source: root.join(name),
+            target: PathBuf::from("/").join(name),
+            writable: false,
+        };
+        assert_eq!(
+            mounts,
+            [
+                Mount::Symlink {
+                    link: "/bin".into(),
+                    points_to: "usr/bin".into()
+                },
+                // Empty and 0755: a plain directory, not a bind.
+                Mount::Dir { target: "/boot".into() },
+                bind("etc"),
+                // Empty but 0700: bound, so that the mode is the rootfs's.
+                bind("root"),
+                bind("usr"),
+                bind("var"),
+            ]
+        );
+
+        std::fs::remove_file(root.join("etc/hosts")).unwrap();
+        let e = rootfs_mounts(root).unwrap_err().to_string();
+        assert!(e.contains("etc/hosts"), "{e}");
+    }
 }

@@ -171,10 +171,10 @@ impl Lock {
     }
 
     /// Digest of everything that makes `arch`'s rootfs: the suite, the architecture, every
-    /// deb, and the `links` fix-ups. Goes into every input hash. Canonical encoding (v1):
+    /// deb, and the `links` fix-ups. Goes into every input hash. Canonical encoding (v2):
     ///
     /// ```text
-    /// "hb-environment-v1\0"  str(suite)  str(arch)
+    /// "hb-environment-v2\0"  str(suite)  str(arch)
     /// u64le(deb count), then per deb sorted by (name, version, arch, path, sha256, size):
     ///   str(name) str(version) str(arch) str(path) str(sha256 hex) u64le(size)
     /// u64le(link count), then per link sorted by path: str(path) str(target)
@@ -182,7 +182,8 @@ impl Lock {
     /// ```
     ///
     /// The version tag also stands for how [`crate::rootfs::assemble`] turns debs into a tree
-    /// (merged-/usr, no maintainer scripts): bump it when that changes. An architecture
+    /// (merged-/usr, no maintainer scripts, and since v2 empty `/etc/{passwd,group,hosts}`
+    /// placeholders): bump it when that changes. An architecture
     /// without a target digests an empty deb list (callers check [`Lock::target`] first).
     pub fn environment_digest(&self, arch: Arch, links: &BTreeMap<String, String>) -> Sha256 {
         use sha2::Digest;
@@ -193,7 +194,7 @@ impl Lock {
         let mut debs: Vec<&LockedDeb> = self.target(arch).map(|t| t.debs.iter().collect()).unwrap_or_default();
         debs.sort();
         let mut h = sha2::Sha256::new();
-        h.update(b"hb-environment-v1\0");
+        h.update(b"hb-environment-v2\0");
         put_str(&mut h, &self.suite);
         put_str(&mut h, arch.as_str());
         h.update((debs.len() as u64).to_le_bytes());
@@ -1340,7 +1341,7 @@ mod tests {
     }
 
     /// Computed independently (a Python transcription of the documented encoding) and by this code.
-    const GOLDEN_DIGEST: &str = "33ea3802e8f3b8bcfedad97860781d2100161b9c306cc4a7806844128ad0057e";
+    const GOLDEN_DIGEST: &str = "aba47422b06e4007560d2fb69f19d0734e95fc73fb76cd73545954feecf16ec2";
 
     #[test]
     fn stale_locks_are_told() {

@@ -51,6 +51,12 @@ const MAX_SYMLINK_HOPS: usize = 40;
 /// environments do not.
 const SKELETON_DIRS: [&str; 6] = ["dev", "etc", "proc", "run", "sys", "tmp"];
 
+/// Files of `/etc` that hb writes for every build (`build.rs`: the build user, the host
+/// name). Every rootfs has them, as empty placeholders unless a deb ships one, so that the
+/// sandbox can bind `/etc` read-only in one mount and these files over it (environment
+/// digest v2; before, `/etc` was bound entry by entry around them).
+pub const PROVIDED_ETC_FILES: [&str; 3] = ["passwd", "group", "hosts"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
     #[error("could not fetch {deb}")]
@@ -483,6 +489,8 @@ struct Merger<'a> {
     /// whole is recorded once, for everything below it.
     owner: HashMap<PathBuf, usize>,
     replaced: Vec<String>,
+    /// The [`PROVIDED_ETC_FILES`] placeholders the skeleton had to create.
+    placeholders: Vec<PathBuf>,
 }
 
 impl<'a> Merger<'a> {
@@ -494,6 +502,7 @@ impl<'a> Merger<'a> {
             dir_modes: BTreeMap::new(),
             owner: HashMap::new(),
             replaced: Vec::new(),
+            placeholders: Vec::new(),
         };
         mkdir(&root.join("usr"))?;
         m.dir_modes.insert(PathBuf::from("usr"), 0o755);
@@ -645,6 +654,15 @@ impl<'a> Merger<'a> {
                 self.dir_modes.insert(PathBuf::from(dir), 0o755);
             }
         }
+        for name in PROVIDED_ETC_FILES {
+            let p = self.root.join("etc").join(name);
+            if fs::symlink_metadata(&p).is_err() {
+                write_new(&p, b"")?;
+                // Not "now": finish_times gives it the tree's newest mtime.
+                set_mtime_nofollow(&p, 0).map_err(io_err(&p))?;
+                self.placeholders.push(p);
+            }
+        }
         let mut dirs: Vec<(&PathBuf, &u32)> = self.dir_modes.iter().collect();
         dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (rel, mode) in dirs {
@@ -686,6 +704,7 @@ impl<'a> Merger<'a> {
         for link in links.keys() {
             paths.push(self.root.join(link.trim_start_matches('/')));
         }
+        paths.extend(self.placeholders.iter().cloned());
         // Deepest first: setting a directory's mtime does not touch its parent's, but keep
         // the order obvious.
         paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -1216,6 +1235,12 @@ mod tests {
             );
             for dir in SKELETON_DIRS {
                 assert!(root.join(dir).is_dir(), "{dir}");
+            }
+            // Placeholders for what each build writes over /etc, with the tree's mtime.
+            for name in PROVIDED_ETC_FILES {
+                let m = fs::symlink_metadata(root.join("etc").join(name)).unwrap();
+                assert!(m.is_file() && m.len() == 0, "{name}");
+                assert_eq!((m.mtime(), m.mode() & 0o7777), (1_700_000_000, 0o644), "{name}");
             }
             // Directory mtimes do not depend on when the tree was made.
             assert_eq!(fs::metadata(root.join("usr/share")).unwrap().mtime(), 1_700_000_000);

@@ -161,7 +161,7 @@ fn apply(root: BorrowedFd<'_>, m: &Mount, cap: Captured) -> Result<(), Fail> {
             nix::unistd::symlinkat(points_to.as_path(), parent.as_fd(), name.as_path())
                 .map_err(|e| Fail::errno(&what, e))
         }
-        (Mount::File { target, contents, mode }, _) => write_file(root, target, contents.as_bytes(), *mode)
+        (Mount::File { target, contents, mode }, _) => place_file(root, target, contents.as_bytes(), *mode)
             .map_err(|e| Fail::io(format_args!("create file {}", target.display()), &e)),
         (Mount::Dir { target }, _) => ensure_dir(root, rel(target))
             .map(drop)
@@ -224,6 +224,32 @@ fn mount_dev(root: BorrowedFd<'_>, target: &Path, devices: Vec<(&'static str, Ow
             .map_err(|e| Fail::io(format_args!("mount -t devpts on {}", target.join("pts").display()), &e))?;
     }
     mount_new(root, &target.join("shm"), c"tmpfs", &[(c"mode", c"1777")], NOSUID_NODEV)
+}
+
+/// Where [`place_file`] writes a file before binding it over an existing target.
+const STAGED_FILE: &str = ".hb-staged-file";
+
+/// A `File` mount. Usually nothing is at `target` yet and the file is created there, on the
+/// root tmpfs. When something already is (an empty placeholder inside a read-only bind, such
+/// as `/etc/passwd` of a pinned rootfs whose `/etc` is bound whole), the file is written at
+/// the top of the root tmpfs instead, bind-mounted read-only over the target, and its staging
+/// name removed: the sandbox sees the contents only at `target`.
+fn place_file(root: BorrowedFd<'_>, target: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let point = match sys::open_in_root(root, rel(target), libc::O_PATH) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return write_file(root, target, contents, mode),
+        other => other?,
+    };
+    let staged = Path::new(STAGED_FILE);
+    write_file(root, staged, contents, mode)?;
+    let bound = sys::open_in_root(root, staged, libc::O_PATH | libc::O_NOFOLLOW)
+        .and_then(|file| sys::open_tree_clone_fd(file.as_fd()))
+        .and_then(|tree| {
+            sys::mount_setattr(tree.as_fd(), false, NOSUID_NODEV | libc::MOUNT_ATTR_RDONLY)?;
+            sys::move_mount(tree.as_fd(), point.as_fd())
+        });
+    // The bind mount keeps the file alive without its name.
+    let removed = nix::unistd::unlinkat(root, staged, nix::unistd::UnlinkatFlags::NoRemoveDir).map_err(io::Error::from);
+    bound.and(removed)
 }
 
 fn write_file(root: BorrowedFd<'_>, target: &Path, contents: &[u8], mode: u32) -> io::Result<()> {

@@ -63,6 +63,20 @@ pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
     })
 }
 
+/// `open_tree(fd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH)`: a detached bind mount of the file
+/// or directory `fd` refers to (which must be on a mount of our mount namespace).
+pub fn open_tree_clone_fd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: EMPTY is a valid NUL-terminated string; `fd` is live for the call.
+    fd_result(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as libc::c_uint,
+        )
+    })
+}
+
 /// A new, detached file system instance of type `fstype` with string options `opts` (an empty
 /// value sets a flag option), mounted with the `MOUNT_ATTR_*` bits `attrs`.
 pub fn new_fs(fstype: &CStr, opts: &[(&CStr, &CStr)], attrs: u64) -> io::Result<OwnedFd> {

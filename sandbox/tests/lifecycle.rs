@@ -112,6 +112,38 @@ fn a_missing_bind_source_is_a_setup_error_naming_it() {
 }
 
 #[test]
+fn a_file_over_an_existing_read_only_file_is_bound_and_leaves_no_trace() {
+    require_support!();
+    // A read-only bound directory with an empty placeholder, as /etc of a pinned rootfs.
+    let conf = tempfile::tempdir().unwrap();
+    std::fs::write(conf.path().join("hosts"), "").unwrap();
+    std::fs::write(conf.path().join("kept"), "from the bind\n").unwrap();
+    let mut sb = Sandbox::new();
+    sb.policy.mounts.push(Mount::Bind {
+        source: conf.path().to_path_buf(),
+        target: "/conf".into(),
+        writable: false,
+    });
+    sb.policy.mounts.push(Mount::File {
+        target: "/conf/hosts".into(),
+        contents: "127.0.0.1 localhost\n".into(),
+        mode: 0o640,
+    });
+    let r = sb
+        .sh("cat /conf/hosts /conf/kept; stat -c %a /conf/hosts; ls -A /; \
+             if echo x >> /conf/hosts; then echo WRITABLE; fi 2>/dev/null")
+        .ok();
+    assert_eq!(
+        r.stdout.lines().take(3).collect::<Vec<_>>(),
+        ["127.0.0.1 localhost", "from the bind", "640"]
+    );
+    assert!(!r.stdout.contains(".hb-staged"), "staging name removed: {}", r.stdout);
+    assert!(!r.stdout.contains("WRITABLE"), "{}", r.stdout);
+    // The host's placeholder is untouched.
+    assert_eq!(std::fs::read(conf.path().join("hosts")).unwrap(), b"");
+}
+
+#[test]
 fn other_setup_errors_name_the_step() {
     require_support!();
     let mut sb = Sandbox::new();
