@@ -303,6 +303,21 @@ impl BuildEnvironment {
         root.join(path.trim_start_matches('/')).exists().then_some(path)
     }
 
+    /// Names of the store's `envs/` entries this environment uses once materialized (its
+    /// rootfs, its emulator), for gc roots. Empty for `host`.
+    pub fn store_entries(&self, store: &Store) -> Vec<String> {
+        let envs = store.root().join("envs");
+        let used = self.root_dir.iter().chain(self.binfmt.iter().map(|b| &b.interpreter));
+        let mut names: Vec<String> = used
+            .filter_map(|path| path.strip_prefix(&envs).ok())
+            .filter_map(|rest| rest.components().next())
+            .map(|first| first.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The `.deb` files of this environment (empty for `host`).
     pub fn debs(&self) -> Vec<&lock::LockedDeb> {
         match &self.source {

@@ -68,7 +68,10 @@ impl Error {
                 "remove one of these dependencies to break the cycle: {}",
                 locations.join(", ")
             )),
-            Error::Build(BuildError::Sandbox { source, .. }) => Some(match source {
+            Error::Build(BuildError::Sandbox { source, arch, .. }) => Some(match source {
+                hb_sandbox::Error::Unsupported { feature } if feature == hb_sandbox::BINFMT_UNSUPPORTED => format!(
+                    "this kernel cannot emulate {arch} inside the sandbox; build {arch} with `--cross` (Debian's cross toolchain), or on an {arch} machine, or use Linux >= 6.7"
+                ),
                 hb_sandbox::Error::Unsupported { .. } => {
                     "hb refuses to build without its sandbox; use a kernel with unprivileged user namespaces and Landlock ABI >= 4".to_string()
                 }
@@ -92,5 +95,31 @@ impl Error {
             Error::Env(crate::env::EnvError::Lock(e @ crate::lock::LockError::Invalid(_))) => Some(e),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Arch;
+
+    fn sandbox_error(feature: &str) -> Error {
+        Error::Build(BuildError::Sandbox {
+            package: "lua".into(),
+            arch: Arch::Arm64,
+            source: hb_sandbox::Error::Unsupported {
+                feature: feature.into(),
+            },
+        })
+    }
+
+    #[test]
+    fn a_kernel_without_private_binfmt_misc_is_told_to_use_cross() {
+        let hints = sandbox_error(hb_sandbox::BINFMT_UNSUPPORTED).hints();
+        assert_eq!(hints.len(), 1);
+        assert!(hints[0].contains("--cross") && hints[0].contains("arm64"), "{hints:?}");
+        // Other missing features keep their own hint.
+        let hints = sandbox_error("Landlock ABI >= 4").hints();
+        assert!(!hints[0].contains("--cross"), "{hints:?}");
     }
 }

@@ -6,7 +6,9 @@
 //! sources/<sha256>              downloaded source files, named by their own digest
 //! outputs/<input-hash>/         tree/ (the output), manifest.json, meta.json, build.log
 //! logs/                         logs of failed builds (kept until gc)
-//! roots/<name>.json             gc roots: the outputs and sources a set's last build used
+//! roots/<name>.json             gc roots: the outputs, sources (debs included), artifacts
+//!                               and environments (`envs/` entries) a set's last build used
+//! envs/                         build environments (owned by `rootfs`; gc removes unrooted ones)
 //! tmp/                          work and staging directories (anything here is garbage
 //!                               once no hb process holds the store lock)
 //! locks/                        per-object lock files (flock)
@@ -107,6 +109,11 @@ pub struct Root {
     /// File names under `artifacts/`.
     #[serde(default)]
     pub artifacts: BTreeSet<String>,
+    /// Entry names under `envs/` (an environment digest, `emulator-<deb sha256>`). Roots
+    /// written before hb recorded them have none: gc then removes the environments, and the
+    /// next build re-assembles them from the (rooted) debs.
+    #[serde(default)]
+    pub environments: BTreeSet<String>,
 }
 
 pub struct Store {
@@ -138,6 +145,7 @@ pub struct GcReport {
     pub freed_bytes: u64,
     pub kept_outputs: usize,
     pub kept_sources: usize,
+    pub kept_environments: usize,
 }
 
 impl Store {
@@ -300,13 +308,14 @@ impl Store {
         Ok(())
     }
 
-    /// Remove everything under tmp/, failed-build logs, and outputs and sources that no root
-    /// references. Takes the store lock exclusively, so it waits for running builds.
+    /// Remove everything under tmp/, failed-build logs, and outputs, sources, artifacts and
+    /// environments that no root references. Takes the store lock exclusively, so it waits for running builds.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport, StoreError> {
         let _lock = self.lock_exclusive()?;
         let mut keep_outputs = BTreeSet::new();
         let mut keep_sources = BTreeSet::new();
         let mut keep_artifacts = BTreeSet::new();
+        let mut keep_environments = BTreeSet::new();
         for entry in sorted_entries(&self.root.join("roots"))? {
             let bytes = fs_err::read(&entry)?;
             let root: Root = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
@@ -316,10 +325,12 @@ impl Store {
             keep_outputs.extend(root.outputs);
             keep_sources.extend(root.sources);
             keep_artifacts.extend(root.artifacts);
+            keep_environments.extend(root.environments);
         }
         let mut report = GcReport {
             kept_outputs: keep_outputs.len(),
             kept_sources: keep_sources.len(),
+            kept_environments: keep_environments.len(),
             ..GcReport::default()
         };
         let mut doomed = sorted_entries(&self.root.join("tmp"))?;
@@ -339,6 +350,14 @@ impl Store {
                 .into_iter()
                 .filter(|p| !keep_artifacts.contains(&file_name(p))),
         );
+        let envs = self.root.join("envs");
+        if envs.is_dir() {
+            doomed.extend(
+                sorted_entries(&envs)?
+                    .into_iter()
+                    .filter(|p| !keep_environments.contains(&file_name(p))),
+            );
+        }
         for path in doomed {
             report.freed_bytes += disk_usage(&path);
             if !dry_run {
@@ -466,5 +485,21 @@ mod tests {
         assert!(store.source_path(&kept).exists());
         assert!(!store.source_path(&dropped).exists());
         assert!(!store.root().join("tmp/work-x").exists());
+
+        // Environments: kept when a root names them, removed (read-only trees included)
+        // otherwise.
+        let envs = store.root().join("envs");
+        for name in ["aaaa", "emulator-bbbb", "cccc"] {
+            std::fs::create_dir_all(envs.join(name).join("rootfs/usr")).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(envs.join("cccc/rootfs/usr"), std::fs::Permissions::from_mode(0o555)).unwrap();
+        root.environments
+            .extend(["aaaa".to_string(), "emulator-bbbb".to_string()]);
+        store.write_root("set-amd64", &root).unwrap();
+        let report = store.gc(false).unwrap();
+        assert_eq!(report.removed, [envs.join("cccc")]);
+        assert_eq!(report.kept_environments, 2);
+        assert!(envs.join("aaaa").is_dir() && envs.join("emulator-bbbb").is_dir());
     }
 }

@@ -43,6 +43,7 @@ mod mounts;
 mod report;
 mod sys;
 
+pub use binfmt::UNSUPPORTED as BINFMT_UNSUPPORTED;
 pub use init::init_if_requested;
 
 /// One step of building the sandbox's root file system. Targets are absolute paths inside

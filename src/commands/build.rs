@@ -54,8 +54,10 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
         }
         root.artifacts.insert(format!("{}.tar.gz", artifact.cache_key));
         // The environment's debs stay too, so an offline rebuild can re-assemble it.
+        let environment = &prepared.environments[&arch];
         root.sources
-            .extend(prepared.environments[&arch].debs().iter().map(|d| d.sha256.to_string()));
+            .extend(environment.debs().iter().map(|d| d.sha256.to_string()));
+        root.environments.extend(environment.store_entries(&store));
         store.write_root(&format!("{}-{arch}", prepared.set.name), &root)?;
         artifacts.push(artifact);
     }

@@ -56,6 +56,7 @@ pub fn run(ctx: &Context, args: StoreArgs) -> Result<i32, Error> {
                     "freed_bytes": report.freed_bytes,
                     "kept_outputs": report.kept_outputs,
                     "kept_sources": report.kept_sources,
+                    "kept_environments": report.kept_environments,
                 }));
             } else {
                 for path in &report.removed {
@@ -66,12 +67,13 @@ pub fn run(ctx: &Context, args: StoreArgs) -> Result<i32, Error> {
                     ));
                 }
                 ctx.ui.status(&format!(
-                    "{} {} entr(ies), {} bytes; kept {} output(s) and {} source(s) referenced by gc roots",
+                    "{} {} entr(ies), {} bytes; kept {} output(s), {} source(s) and {} environment(s) referenced by gc roots",
                     if dry_run { "would remove" } else { "removed" },
                     report.removed.len(),
                     report.freed_bytes,
                     report.kept_outputs,
-                    report.kept_sources
+                    report.kept_sources,
+                    report.kept_environments
                 ));
             }
             Ok(0)

@@ -147,6 +147,31 @@ fn the_rootfs_of_a_lock_is_verified_by_store_verify() {
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
     assert!(report["environments_checked"].as_u64().unwrap() >= 1, "{report}");
+
+    // The build's gc root names its environment (rootfs; no emulator for native amd64), so
+    // gc keeps it.
+    let root: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shared_store().join("roots/pinned-amd64.json")).unwrap()).unwrap();
+    let environments: Vec<&str> = root["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(environments.len(), 1, "{root}");
+    let env_dir = shared_store().join("envs").join(environments[0]);
+    assert!(env_dir.join("meta.json").is_file(), "{}", env_dir.display());
+    let gc = hb
+        .command()
+        .env("HB_STORE", shared_store())
+        .args(["--json", "store", "gc", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
+    let gc: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
+    assert!(gc["kept_environments"].as_u64().unwrap() >= 1, "{gc}");
+    let removed = gc["removed"].to_string();
+    assert!(!removed.contains(environments[0]), "{gc}");
 }
 
 #[test]
