@@ -67,7 +67,9 @@ pub enum Mount {
     /// A symbolic link `link` -> `points_to` (e.g. `/bin` -> `usr/bin`).
     Symlink { link: PathBuf, points_to: PathBuf },
     /// A regular file with the given contents and mode, created on the tmpfs root before it
-    /// becomes read-only (e.g. `/etc/passwd`).
+    /// becomes read-only (e.g. `/etc/passwd`). If something already exists at `target` (an
+    /// empty placeholder inside a read-only bind, say), the file is bound read-only over it
+    /// instead; nothing is written to the bind's source.
     File {
         target: PathBuf,
         contents: String,
