@@ -123,6 +123,17 @@ impl EnvError {
 /// instead of under emulation; their smoke tests still run under emulation.
 pub fn resolve(set: &Set, arches: &[Arch], cross: bool) -> Result<BTreeMap<Arch, BuildEnvironment>, EnvError> {
     let host = Arch::host().ok_or_else(|| EnvError::UnknownHost(std::env::consts::ARCH.to_string()))?;
+    resolve_on(host, set, arches, cross)
+}
+
+/// [`resolve`] as on a `host` machine (amd64 targets on an arm64 host are emulated with the
+/// lock's `qemu-x86_64`, the mirror image of arm64 on amd64).
+fn resolve_on(
+    host: Arch,
+    set: &Set,
+    arches: &[Arch],
+    cross: bool,
+) -> Result<BTreeMap<Arch, BuildEnvironment>, EnvError> {
     let mut out = BTreeMap::new();
     match &set.environment {
         Environment::Host => {
@@ -481,5 +492,49 @@ mod tests {
         std::fs::remove_file(root.join("etc/hosts")).unwrap();
         let e = rootfs_mounts(root).unwrap_err().to_string();
         assert!(e.contains("etc/hosts"), "{e}");
+    }
+
+    /// The same set on an amd64 and on an arm64 host: the host's arch is native, the other
+    /// emulated with the lock's emulator for that direction; the environment digests (what
+    /// goes into input hashes) are the target's, whatever the host.
+    #[test]
+    fn each_host_builds_its_own_arch_natively_and_emulates_the_other() {
+        let set = crate::recipe::load_set(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pinned")).unwrap();
+        let both = [Arch::Amd64, Arch::Arm64];
+        let on_amd64 = resolve_on(Arch::Amd64, &set, &both, false).unwrap();
+        let on_arm64 = resolve_on(Arch::Arm64, &set, &both, false).unwrap();
+        let emulator = |e: &BuildEnvironment| match &e.source {
+            Source::Debian { emulator, .. } => emulator.as_ref().map(|e| (e.host, e.target, e.binary.clone())),
+            Source::Host => panic!("debian environment expected"),
+        };
+        assert_eq!(on_amd64[&Arch::Amd64].method, "native");
+        assert_eq!(on_amd64[&Arch::Arm64].method, "emulated");
+        assert_eq!(
+            emulator(&on_amd64[&Arch::Arm64]),
+            Some((Arch::Amd64, Arch::Arm64, "usr/bin/qemu-aarch64-static".to_string()))
+        );
+        assert_eq!(on_arm64[&Arch::Arm64].method, "native");
+        assert_eq!(on_arm64[&Arch::Amd64].method, "emulated");
+        assert_eq!(
+            emulator(&on_arm64[&Arch::Amd64]),
+            Some((Arch::Arm64, Arch::Amd64, "usr/bin/qemu-x86_64-static".to_string()))
+        );
+        assert_eq!(emulator(&on_arm64[&Arch::Arm64]), None);
+        for arch in both {
+            assert_eq!(on_amd64[&arch].digest, on_arm64[&arch].digest, "{arch}");
+        }
+        // The emulator deb is part of the input digest of emulated builds only, so an
+        // emulated amd64 build on arm64 never shares outputs with a native one.
+        assert_ne!(
+            on_amd64[&Arch::Amd64].input_digest(),
+            on_arm64[&Arch::Amd64].input_digest()
+        );
+        // --cross is locked for one host arch (set.cross.lock holds the amd64 environment
+        // with cross_packages): on an arm64 host it is a clear, located error.
+        let cross = resolve_on(Arch::Amd64, &set, &[Arch::Arm64], true).unwrap();
+        assert_eq!(cross[&Arch::Arm64].method, "cross");
+        assert_eq!(cross[&Arch::Arm64].cross_triplet.as_deref(), Some("aarch64-linux-gnu"));
+        let e = resolve_on(Arch::Arm64, &set, &[Arch::Amd64], true).unwrap_err().to_string();
+        assert!(e.contains("set.cross.lock") && e.contains("arm64"), "{e}");
     }
 }
