@@ -534,7 +534,9 @@ mod tests {
         let cross = resolve_on(Arch::Amd64, &set, &[Arch::Arm64], true).unwrap();
         assert_eq!(cross[&Arch::Arm64].method, "cross");
         assert_eq!(cross[&Arch::Arm64].cross_triplet.as_deref(), Some("aarch64-linux-gnu"));
-        let e = resolve_on(Arch::Arm64, &set, &[Arch::Amd64], true).unwrap_err().to_string();
+        let e = resolve_on(Arch::Arm64, &set, &[Arch::Amd64], true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("set.cross.lock") && e.contains("arm64"), "{e}");
     }
 }
