@@ -49,6 +49,37 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The policy of a build's sandbox (user, host name, PATH, cwd /build) with these mounts.
+fn build_policy(mounts: Vec<hb_sandbox::Mount>, writable: &[&str]) -> hb_sandbox::Policy {
+    hb_sandbox::Policy {
+        mounts,
+        writable: writable.iter().map(PathBuf::from).collect(),
+        hostname: "hb-build".into(),
+        uid: 1000,
+        gid: 1000,
+        env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
+        cwd: "/build".into(),
+        umask: 0o022,
+        loopback: true,
+        binfmt: Vec::new(),
+        env_order_reversed: false,
+    }
+}
+
+/// Wall time of one sandbox start + `/bin/true` + teardown.
+fn time_true(policy: &hb_sandbox::Policy, helper: &Path) -> Duration {
+    let start = Instant::now();
+    let command = hb_sandbox::Command {
+        argv: vec!["/bin/true".into()],
+        stdin: None,
+        stdout: None,
+        stderr: None,
+    };
+    let (outcome, _) = hb_sandbox::run(policy, command, helper).expect("sandbox runs");
+    assert!(outcome.success());
+    start.elapsed()
+}
+
 /// Sandbox start + `/bin/true` + teardown: hb-sandbox with the policy hb uses for builds
 /// (host /usr, /proc, /dev, /tmp, /build, /out, Landlock) vs bwrap with the same mounts.
 fn sandbox() {
@@ -84,33 +115,9 @@ fn sandbox() {
             writable: true,
         },
     ]);
-    let policy = hb_sandbox::Policy {
-        mounts,
-        writable: vec!["/build".into(), "/out".into(), "/tmp".into()],
-        hostname: "hb-build".into(),
-        uid: 1000,
-        gid: 1000,
-        env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
-        cwd: "/build".into(),
-        umask: 0o022,
-        loopback: true,
-        binfmt: Vec::new(),
-        env_order_reversed: false,
-    };
+    let policy = build_policy(mounts, &["/build", "/out", "/tmp"]);
     let helper = std::env::current_exe().unwrap();
-    let mut hb = Vec::new();
-    for _ in 0..RUNS {
-        let start = Instant::now();
-        let command = hb_sandbox::Command {
-            argv: vec!["/bin/true".into()],
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        };
-        let (outcome, _) = hb_sandbox::run(&policy, command, &helper).expect("sandbox runs");
-        assert!(outcome.success());
-        hb.push(start.elapsed());
-    }
+    let hb = (0..RUNS).map(|_| time_true(&policy, &helper)).collect();
     println!("sandbox start + /bin/true + teardown, median of {RUNS}:");
     let hb_median = median(hb);
     println!("  hb-sandbox (namespaces + Landlock)  {:7.2} ms", ms(hb_median));
@@ -254,41 +261,17 @@ fn sandbox_env() {
                 writable: true,
             },
         ]);
-        hb_sandbox::Policy {
-            mounts,
-            writable: vec!["/build".into(), "/tmp".into()],
-            hostname: "hb-build".into(),
-            uid: 1000,
-            gid: 1000,
-            env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
-            cwd: "/build".into(),
-            umask: 0o022,
-            loopback: true,
-            binfmt: Vec::new(),
-            env_order_reversed: false,
-        }
+        build_policy(mounts, &["/build", "/tmp"])
     };
     let host = hb::env::host_root_mounts(Path::new("/"));
     let pinned = hb::env::rootfs_mounts(&rootfs).unwrap();
     let counts = [host.len(), pinned.len()];
     let policies = [policy(host), policy(pinned)];
-    let once = |policy: &hb_sandbox::Policy| {
-        let start = Instant::now();
-        let command = hb_sandbox::Command {
-            argv: vec!["/bin/true".into()],
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        };
-        let (outcome, _) = hb_sandbox::run(policy, command, &helper).expect("sandbox runs");
-        assert!(outcome.success());
-        start.elapsed()
-    };
     // Interleaved, so that a change in the machine's load hits both alike.
     let mut samples: [Vec<Duration>; 2] = Default::default();
     for _ in 0..RUNS {
         for (i, p) in policies.iter().enumerate() {
-            samples[i].push(once(p));
+            samples[i].push(time_true(p, &helper));
         }
     }
     // Paired: each pinned run against the host run just before it.

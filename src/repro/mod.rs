@@ -155,13 +155,14 @@ pub fn verify(cx: &Context<'_>, options: &ReproOptions) -> Result<ReproRun, Stor
     };
     let combined_result = executor.run_indexed(&combined, cx.sources);
     phase_ms.insert("rounds".into(), started.elapsed().as_millis() as u64);
-    let (rounds, failure): (Vec<Option<Vec<NodeResult>>>, Option<RoundFailure>) = match combined_result {
+    // Node `i` of round `r` is `results[r * n + i]`. The executor stops at the first
+    // failure: no round is complete then.
+    let (results, failure): (Option<Vec<NodeResult>>, Option<RoundFailure>) = match combined_result {
         Ok(results) => {
             build_ms_total += results.iter().map(|r| r.built.meta.duration_ms).sum::<u64>();
-            (results.chunks(n.max(1)).map(|c| Some(c.to_vec())).collect(), None)
+            (Some(results), None)
         }
-        // The executor stops at the first failure: no round is complete then.
-        Err((index, error)) => (vec![None; rounds_count], Some((index / n.max(1), error))),
+        Err((index, error)) => (None, Some((index / n.max(1), error))),
     };
 
     let mut nodes = Vec::new();
@@ -189,40 +190,39 @@ pub fn verify(cx: &Context<'_>, options: &ReproOptions) -> Result<ReproRun, Stor
                 "not built: another build failed".to_string()
             });
         }
-        for (r, round) in rounds.iter().enumerate() {
-            if let Some(results) = round {
-                let built = &results[i].built;
-                report.rounds.push(RoundResult {
-                    round: r + 1,
-                    content_digest: built.meta.content_digest.clone(),
-                    archive_sha256: archive_digest(&built.output_dir.join("tree"), cx.set.source_date_epoch)?,
-                    duration_ms: built.meta.duration_ms,
-                });
-            }
+        let Some(results) = &results else {
+            nodes.push(report);
+            continue;
+        };
+        for r in 0..rounds_count {
+            let built = &results[r * n + i].built;
+            report.rounds.push(RoundResult {
+                round: r + 1,
+                content_digest: built.meta.content_digest.clone(),
+                archive_sha256: archive_digest(&built.output_dir.join("tree"), cx.set.source_date_epoch)?,
+                duration_ms: built.meta.duration_ms,
+            });
         }
-        if report.verdict != Verdict::Failed {
-            let first = &report.rounds[0];
-            if let Some(other) = report.rounds.iter().find(|r| r.content_digest != first.content_digest) {
-                report.verdict = Verdict::Differs;
-                let complete = |r: usize| &rounds[r].as_ref().expect("no failure: every round is complete")[i];
-                let (a, b) = (complete(0), complete(other.round - 1));
-                let (ma, mb) = (manifest_of(&a.built.output_dir)?, manifest_of(&b.built.output_dir)?);
-                let (diffs, total) = compare::compare(
-                    &ma,
-                    &mb,
-                    &a.built.output_dir.join("tree"),
-                    &b.built.output_dir.join("tree"),
-                    other.round,
-                );
-                report.differences = diffs;
-                report.differing_files = total;
-                report.diffoscope = run_diffoscope(
-                    &a.built.output_dir.join("tree"),
-                    &b.built.output_dir.join("tree"),
-                    &options.report_dir,
-                    &format!("{}-{}", node.package, node.arch),
-                );
-            }
+        let first = &report.rounds[0];
+        if let Some(other) = report.rounds.iter().find(|r| r.content_digest != first.content_digest) {
+            report.verdict = Verdict::Differs;
+            let (a, b) = (&results[i], &results[(other.round - 1) * n + i]);
+            let (ma, mb) = (manifest_of(&a.built.output_dir)?, manifest_of(&b.built.output_dir)?);
+            let (diffs, total) = compare::compare(
+                &ma,
+                &mb,
+                &a.built.output_dir.join("tree"),
+                &b.built.output_dir.join("tree"),
+                other.round,
+            );
+            report.differences = diffs;
+            report.differing_files = total;
+            report.diffoscope = run_diffoscope(
+                &a.built.output_dir.join("tree"),
+                &b.built.output_dir.join("tree"),
+                &options.report_dir,
+                &format!("{}-{}", node.package, node.arch),
+            );
         }
         nodes.push(report);
     }
@@ -230,7 +230,8 @@ pub fn verify(cx: &Context<'_>, options: &ReproOptions) -> Result<ReproRun, Stor
     let started = Instant::now();
     let mut explanation_builds = 0;
     if options.explain {
-        if let Some(canonical_results) = &rounds[0] {
+        if let Some(results) = &results {
+            let canonical_results = &results[..n];
             #[allow(clippy::needless_range_loop)] // `explain` needs the node's plan index
             for i in 0..nodes.len() {
                 if nodes[i].verdict != Verdict::Differs {
@@ -247,10 +248,12 @@ pub fn verify(cx: &Context<'_>, options: &ReproOptions) -> Result<ReproRun, Stor
         }
     }
     phase_ms.insert("explain".into(), started.elapsed().as_millis() as u64);
-    let canonical_results = rounds.into_iter().next().flatten();
     Ok(ReproRun {
         nodes,
-        canonical: canonical_results,
+        canonical: results.map(|mut all| {
+            all.truncate(n);
+            all
+        }),
         duration_ms: clock.elapsed().as_millis() as u64,
         phase_ms,
         build_ms_total,

@@ -152,6 +152,16 @@ fn a_build_failing_in_round_two_is_a_failure_not_a_difference() {
 }
 
 #[test]
+fn a_set_without_packages_has_nothing_to_reproduce() {
+    let hb = Hb::new();
+    let set = make_set(&hb.work().join("empty"), &[]);
+    let (run, report) = verify_repro(&hb, &[set.to_str().unwrap()]);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    run.expect_code(0);
+    assert_eq!(report["nodes"].as_array().unwrap().len(), 0, "{report}");
+}
+
+#[test]
 fn vary_none_leaves_only_true_nondeterminism() {
     let hb = Hb::new();
     let set = hb.fixture("unrepro");
