@@ -11,7 +11,7 @@
 
 use crate::fetch::Fetcher;
 use crate::lock::{self, EmulatorLock, LockError, TargetLock};
-use crate::recipe::{Environment, Set};
+use crate::recipe::{DebianEnvironment, Environment, Set};
 use crate::rootfs::{self, RootfsError};
 use crate::store::{EnvironmentRecord, Store};
 use crate::types::{Arch, Sha256};
@@ -122,8 +122,28 @@ impl EnvError {
 /// `cross`, foreign arches build in the host arch's cross environment (`set.cross.lock`)
 /// instead of under emulation; their smoke tests still run under emulation.
 pub fn resolve(set: &Set, arches: &[Arch], cross: bool) -> Result<BTreeMap<Arch, BuildEnvironment>, EnvError> {
-    let host = Arch::host().ok_or_else(|| EnvError::UnknownHost(std::env::consts::ARCH.to_string()))?;
-    resolve_on(host, set, arches, cross)
+    resolve_on(host_arch()?, set, arches, cross)
+}
+
+/// This machine's architecture, if hb builds for it.
+pub fn host_arch() -> Result<Arch, EnvError> {
+    Arch::host().ok_or_else(|| EnvError::UnknownHost(std::env::consts::ARCH.to_string()))
+}
+
+/// The lock at `path`, refused when missing or stale against `spec` and `targets`.
+fn read_fresh(path: &Path, spec: &DebianEnvironment, targets: &[Arch]) -> Result<lock::Lock, EnvError> {
+    if !path.is_file() {
+        return Err(EnvError::NoLock { path: path.to_owned() });
+    }
+    let lock = lock::read(path)?;
+    if let Some(reason) = lock.stale_reason(spec, targets) {
+        return Err(LockError::Stale {
+            file: path.to_owned(),
+            reason,
+        }
+        .into());
+    }
+    Ok(lock)
 }
 
 /// [`resolve`] as on a `host` machine (amd64 targets on an arm64 host are emulated with the
@@ -163,13 +183,7 @@ fn resolve_on(
         }
         Environment::Debian(spec) => {
             let path = set.dir.join(LOCK_FILE);
-            if !path.is_file() {
-                return Err(EnvError::NoLock { path });
-            }
-            let lock = lock::read(&path)?;
-            if let Some(reason) = lock.stale_reason(spec, &set.targets) {
-                return Err(LockError::Stale { file: path, reason }.into());
-            }
+            let lock = read_fresh(&path, spec, &set.targets)?;
             let cross_lock = if cross && arches.iter().any(|&a| a != host) {
                 let cross_path = set.dir.join(CROSS_LOCK_FILE);
                 if spec.cross_packages.is_empty() {
@@ -177,17 +191,7 @@ fn resolve_on(
                         path: set.dir.join("set.toml"),
                     });
                 }
-                if !cross_path.is_file() {
-                    return Err(EnvError::NoLock { path: cross_path });
-                }
-                let cross_lock = lock::read(&cross_path)?;
-                if let Some(reason) = cross_lock.stale_reason(&spec.cross(), &[host]) {
-                    return Err(LockError::Stale {
-                        file: cross_path,
-                        reason,
-                    }
-                    .into());
-                }
+                let cross_lock = read_fresh(&cross_path, &spec.cross(), &[host])?;
                 Some((cross_lock, cross_path))
             } else {
                 None
@@ -316,17 +320,13 @@ impl BuildEnvironment {
 
     /// Names of the store's `envs/` entries this environment uses once materialized (its
     /// rootfs, its emulator), for gc roots. Empty for `host`.
-    pub fn store_entries(&self, store: &Store) -> Vec<String> {
-        let envs = store.root().join("envs");
-        let used = self.root_dir.iter().chain(self.binfmt.iter().map(|b| &b.interpreter));
-        let mut names: Vec<String> = used
-            .filter_map(|path| path.strip_prefix(&envs).ok())
-            .filter_map(|rest| rest.components().next())
-            .map(|first| first.as_os_str().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+    pub fn store_entries(&self) -> Vec<String> {
+        match &self.source {
+            Source::Host => Vec::new(),
+            Source::Debian { emulator, .. } => std::iter::once(self.digest.clone())
+                .chain(emulator.iter().map(rootfs::emulator_entry))
+                .collect(),
+        }
     }
 
     /// The `.deb` files of this environment (empty for `host`).

@@ -529,10 +529,7 @@ impl<'a> Merger<'a> {
             .follow_links(false)
             .into_iter();
         while let Some(entry) = walk.next() {
-            let entry = entry.map_err(|e| {
-                let path = e.path().unwrap_or(src).to_owned();
-                io_err(&path)(e.into_io_error().unwrap_or_else(|| io::Error::other("walk error")))
-            })?;
+            let entry = entry.map_err(walk_err(src))?;
             let rel = entry
                 .path()
                 .strip_prefix(src)
@@ -545,9 +542,7 @@ impl<'a> Merger<'a> {
             };
             let dest_rel = dest_parent.join(entry.file_name());
             let dest = self.root.join(&dest_rel);
-            let meta = entry.metadata().map_err(|e| {
-                io_err(entry.path())(e.into_io_error().unwrap_or_else(|| io::Error::other("walk error")))
-            })?;
+            let meta = entry.metadata().map_err(walk_err(entry.path()))?;
             let existing = match fs::symlink_metadata(&dest) {
                 Ok(m) => Some(m),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -682,16 +677,11 @@ impl<'a> Merger<'a> {
         let mut newest = 0;
         let mut paths = Vec::new();
         for entry in walkdir::WalkDir::new(self.root).follow_links(false) {
-            let entry = entry.map_err(|e| {
-                let path = e.path().unwrap_or(self.root).to_owned();
-                io_err(&path)(e.into_io_error().unwrap_or_else(|| io::Error::other("walk error")))
-            })?;
+            let entry = entry.map_err(walk_err(self.root))?;
             if entry.file_type().is_dir() {
                 paths.push(entry.into_path());
             } else if entry.file_type().is_file() {
-                let m = entry.metadata().map_err(|e| {
-                    io_err(entry.path())(e.into_io_error().unwrap_or_else(|| io::Error::other("walk error")))
-                })?;
+                let m = entry.metadata().map_err(walk_err(entry.path()))?;
                 newest = newest.max(m.mtime());
             }
         }
@@ -705,13 +695,19 @@ impl<'a> Merger<'a> {
             paths.push(self.root.join(link.trim_start_matches('/')));
         }
         paths.extend(self.placeholders.iter().cloned());
-        // Deepest first: setting a directory's mtime does not touch its parent's, but keep
-        // the order obvious.
-        paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        // Setting an entry's mtime does not touch its parent's: any order will do.
         for p in paths {
             set_mtime_nofollow(&p, newest).map_err(io_err(&p))?;
         }
         Ok(())
+    }
+}
+
+/// A walkdir error as an I/O error on the path it names (`fallback` when it names none).
+fn walk_err(fallback: &Path) -> impl Fn(walkdir::Error) -> RootfsError + '_ {
+    move |e| {
+        let path = e.path().unwrap_or(fallback).to_owned();
+        io_err(&path)(e.into_io_error().unwrap_or_else(|| io::Error::other("walk error")))
     }
 }
 
@@ -841,6 +837,11 @@ fn apply_links(root: &Path, links: &BTreeMap<String, String>) -> Result<(), Root
 // ---------------------------------------------------------------------------------------------
 
 /// Returns the path of `emu.binary` extracted from its qemu-user-static deb into
+/// The name under `envs/` of the directory holding `emu`'s binary.
+pub fn emulator_entry(emu: &EmulatorLock) -> String {
+    format!("emulator-{}", emu.deb.sha256)
+}
+
 /// `<store>/envs/emulator-<deb sha256>/<basename>` (mode 0755), extracting it first if
 /// needed. The binary must be a static ELF executable for `emu.host`: binfmt_misc's `F`
 /// flag opens it once, and it then runs inside sandboxes that have no host libraries.
@@ -862,14 +863,14 @@ pub fn emulator(store: &Store, fetcher: &Fetcher, emu: &EmulatorLock) -> Result<
         })
         .ok_or_else(|| fail("must be a relative path under usr/bin/".into()))?
         .to_owned();
-    let dir = store.root().join("envs").join(format!("emulator-{}", emu.deb.sha256));
+    let dir = store.root().join("envs").join(emulator_entry(emu));
     let out = dir.join(&basename);
     let done = dir.join(format!("{}.sha256", basename.to_string_lossy()));
     if done.is_file() {
         return Ok(out);
     }
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let _lock = store.lock_object("env", &format!("emulator-{}", emu.deb.sha256))?;
+    let _lock = store.lock_object("env", &emulator_entry(emu))?;
     if done.is_file() {
         return Ok(out);
     }

@@ -57,7 +57,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<i32, Error> {
         let environment = &prepared.environments[&arch];
         root.sources
             .extend(environment.debs().iter().map(|d| d.sha256.to_string()));
-        root.environments.extend(environment.store_entries(&store));
+        root.environments.extend(environment.store_entries());
         store.write_root(&format!("{}-{arch}", prepared.set.name), &root)?;
         artifacts.push(artifact);
     }

@@ -44,13 +44,7 @@ pub fn run(ctx: &Context, args: LockArgs) -> Result<i32, Error> {
             fs_err::remove_file(&cross_path).map_err(crate::store::StoreError::Io)?;
         }
     } else {
-        let host = crate::types::Arch::host().ok_or_else(|| Error::Usage {
-            message: format!(
-                "this machine's architecture ({}) is not one hb builds for",
-                std::env::consts::ARCH
-            ),
-            hint: None,
-        })?;
+        let host = crate::env::host_arch()?;
         ctx.ui.status(&format!(
             "resolving the {host} cross environment (+ {})",
             spec.cross_packages.join(", ")
