@@ -22,7 +22,7 @@ pub fn run(ctx: &Context, args: AttestArgs) -> Result<i32, Error> {
             _ => Ok(None),
         }
     };
-    let lock = read_lock("set.lock")?;
+    let lock = read_lock(crate::env::LOCK_FILE)?;
     let cross_lock = read_lock(crate::env::CROSS_LOCK_FILE)?;
     let key = keys::select(&keys_dir(&args.signing.keys), args.signing.key.as_deref())?;
     let passphrase = Passphrase::obtain(args.signing.passphrase_file.as_deref())?;

@@ -128,7 +128,6 @@ pub fn attest(options: &AttestOptions<'_>, progress: &dyn Fn(&str)) -> Result<At
         let inputs = SbomInputs {
             artifact_name: artifact.file.clone(),
             artifact_sha256: artifact.sha256.clone(),
-            artifact_size: artifact.size,
             set_name: report.set.clone(),
             arch: artifact.arch,
             source_date_epoch: report.source_date_epoch,
@@ -180,7 +179,6 @@ pub fn attest(options: &AttestOptions<'_>, progress: &dyn Fn(&str)) -> Result<At
         attest_gate: &gate,
         sign_gate: sign_gate.as_ref(),
         byproducts: &byproducts,
-        repro_report: gate.report.as_ref(),
     });
     let payload = serde_json::to_vec(&statement).expect("json values always serialize");
     let envelope = dsse::sign(dsse::IN_TOTO_PAYLOAD_TYPE, &payload, &ecdsa)?;

@@ -120,7 +120,6 @@ mod tests {
             ecdsa: vec![TrustedEcdsa {
                 key_id: cosign::key_id(key.verifying_key()),
                 key: *key.verifying_key(),
-                file: "k.pem".into(),
             }],
         };
         assert_eq!(verify(&envelope, &trust).unwrap().0, b"{}");

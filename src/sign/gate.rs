@@ -34,6 +34,7 @@ pub struct ReproReport {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReproArtifact {
     pub file: String,
+    /// Unused by the gate, but part of the contract: a malformed one is refused.
     #[serde(default)]
     pub arch: Option<String>,
     pub sha256: Sha256,

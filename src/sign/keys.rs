@@ -223,7 +223,6 @@ pub fn select(keys_dir: &Path, selector: Option<&str>) -> Result<KeyEntry, SignE
 pub struct TrustedEcdsa {
     pub key_id: String,
     pub key: VerifyingKey,
-    pub file: PathBuf,
 }
 
 /// The public keys `hb verify` trusts.
@@ -272,7 +271,6 @@ pub fn load_trust(dir: &Path) -> Result<TrustStore, SignError> {
                 store.ecdsa.push(TrustedEcdsa {
                     key_id: cosign::key_id(&key),
                     key,
-                    file: path,
                 });
             }
             _ => {}

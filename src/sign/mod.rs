@@ -240,29 +240,23 @@ pub fn now_unix() -> u64 {
 /// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader never sees half a signature. `mode` is the new file's permission bits.
 pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignError> {
-    use fs_err::os::unix::fs::OpenOptionsExt;
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+    // A bare file name is spelled `./name`: the directory is synced after the rename.
+    let (dir, target) = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => (p, path.to_owned()),
+        _ => (Path::new("."), Path::new(".").join(path)),
     };
     fs_err::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut file = fs_err::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs_err::rename(&temp, path)?;
-    Ok(())
+    crate::store::write_atomic_mode(&target, bytes, mode).map_err(|e| {
+        // Name the file, as fs_err does for every other file error.
+        let kind = match &e {
+            crate::store::StoreError::Io(e) => e.kind(),
+            _ => std::io::ErrorKind::Other,
+        };
+        SignError::Io(std::io::Error::new(
+            kind,
+            format!("failed to write file `{}`: {e}", path.display()),
+        ))
+    })
 }
 
 /// The file name of `path` as UTF-8, for names written into checksums and statements.

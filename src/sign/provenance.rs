@@ -13,7 +13,7 @@
 //! `runDetails.builder` the builder id and hb's version; `metadata` start and finish times of
 //! the build; `byproducts` the SBOMs and the verify-repro report (verdict, rounds, variations).
 
-use super::gate::{GateRecord, ReportSummary};
+use super::gate::GateRecord;
 use super::sbom::SbomPackage;
 use super::SignError;
 use crate::lock::LockedDeb;
@@ -67,6 +67,7 @@ pub struct ReportArtifact {
     pub file: String,
     pub arch: Arch,
     pub sha256: Sha256,
+    /// Unused, but still parsed: a report with a malformed size stays refused.
     #[serde(default)]
     pub size: u64,
 }
@@ -194,7 +195,6 @@ pub struct ProvenanceInputs<'a> {
     pub sign_gate: Option<&'a GateRecord>,
     /// Files written alongside (the SBOMs): (name, sha256).
     pub byproducts: &'a [(String, Sha256)],
-    pub repro_report: Option<&'a ReportSummary>,
 }
 
 /// The in-toto Statement v1 with the SLSA provenance v1 predicate.
@@ -263,7 +263,7 @@ pub fn statement(inputs: &ProvenanceInputs<'_>) -> Value {
         .iter()
         .map(|(name, sha256)| json!({"name": name, "digest": {"sha256": sha256}}))
         .collect();
-    if let Some(repro) = inputs.repro_report {
+    if let Some(repro) = &inputs.attest_gate.report {
         byproducts.push(json!({
             "name": "verify-repro-report",
             "digest": {"sha256": repro.sha256},

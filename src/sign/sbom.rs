@@ -25,7 +25,6 @@ pub struct ArtifactFile {
     pub sha256: Sha256,
     /// Lowercase hex; SPDX 2.3 requires a SHA-1 for every file.
     pub sha1: String,
-    pub size: u64,
 }
 
 /// What is inside an artifact.
@@ -77,7 +76,6 @@ pub fn read_artifact(path: &Path) -> Result<ArtifactContents, SignError> {
         }
         let mut sha256 = sha2::Sha256::new();
         let mut sha1 = sha1::Sha1::new();
-        let mut size = 0u64;
         let mut content = Vec::new();
         let is_manifest = name.rsplit('/').next() == Some(crate::dist::MANIFEST_NAME) && name.matches('/').count() <= 1;
         loop {
@@ -92,7 +90,6 @@ pub fn read_artifact(path: &Path) -> Result<ArtifactContents, SignError> {
             if is_manifest {
                 content.extend_from_slice(&buffer[..n]);
             }
-            size += n as u64;
         }
         if is_manifest {
             manifest_packages = Some(manifest_package_names(&content).map_err(|e| bad(format!("{name}: {e}")))?);
@@ -103,7 +100,6 @@ pub fn read_artifact(path: &Path) -> Result<ArtifactContents, SignError> {
                 path: name,
                 sha256: Sha256::from_digest(&sha256.finalize()),
                 sha1: hex::encode(sha1.finalize()),
-                size,
             },
         );
     }
@@ -161,7 +157,6 @@ pub struct SbomDeb {
 pub struct SbomInputs {
     pub artifact_name: String,
     pub artifact_sha256: Sha256,
-    pub artifact_size: u64,
     pub set_name: String,
     pub arch: Arch,
     pub source_date_epoch: u64,

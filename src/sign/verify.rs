@@ -371,10 +371,12 @@ impl<'a> Run<'a> {
             else {
                 continue;
             };
-            if name.contains('/') || !self.dir.join(name).is_file() {
+            if name.contains('/') {
                 continue;
             }
-            let actual = sums::sha256_file(&self.dir.join(name))?;
+            let Some(actual) = self.hash(name)?.map(|h| h.sha256.clone()) else {
+                continue;
+            };
             let result = if actual.as_str() == expected {
                 Ok(String::new())
             } else {

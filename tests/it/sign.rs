@@ -141,12 +141,14 @@ impl Release {
     }
 
     fn verify(&self, target: &Path) -> Run {
-        self.run(&[
-            "verify",
-            target.to_str().unwrap(),
-            "--trust",
-            self.trust.to_str().unwrap(),
-        ])
+        self.verify_with(&[], target, &self.trust)
+    }
+
+    /// `hb <flags> verify <target> --trust <trust>`.
+    fn verify_with(&self, flags: &[&str], target: &Path, trust: &Path) -> Run {
+        let mut args = flags.to_vec();
+        args.extend(["verify", target.to_str().unwrap(), "--trust", trust.to_str().unwrap()]);
+        self.run(&args)
     }
 
     fn trust_file(&self, extension: &str) -> PathBuf {
@@ -306,6 +308,12 @@ fn lines_with(run: &Run, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// One of the `failed` lines of `run` starts with `prefix`.
+#[track_caller]
+fn assert_failed(failed: &[String], prefix: &str, run: &Run) {
+    assert!(failed.iter().any(|l| l.starts_with(prefix)), "{}", run.stdout);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Keys
 // ---------------------------------------------------------------------------------------------
@@ -432,25 +440,13 @@ fn sign_attest_verify_passes_every_check() {
 
     // One file alone, and --json.
     release.verify(&release.artifact("amd64")).expect_code(0);
-    let json = release.run(&[
-        "--json",
-        "verify",
-        release.dist.to_str().unwrap(),
-        "--trust",
-        release.trust.to_str().unwrap(),
-    ]);
+    let json = release.verify_with(&["--json"], &release.dist, &release.trust);
     json.expect_code(0);
     let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(doc["ok"], true);
     assert!(doc["checks"].as_array().unwrap().len() >= 14, "{}", json.stdout);
     // -q: only failures (none).
-    let quiet = release.run(&[
-        "-q",
-        "verify",
-        release.dist.to_str().unwrap(),
-        "--trust",
-        release.trust.to_str().unwrap(),
-    ]);
+    let quiet = release.verify_with(&["-q"], &release.dist, &release.trust);
     quiet.expect_code(0);
     assert!(quiet.stdout.is_empty(), "{}", quiet.stdout);
 }
@@ -936,20 +932,8 @@ fn an_edited_sha256sums_fails_verification() {
     let run = release.verify(&release.dist);
     run.expect_code(1);
     let failed = lines_with(&run, "FAIL");
-    assert!(
-        failed
-            .iter()
-            .any(|l| l.starts_with("FAIL openpgp SHA256SUMS: BAD signature")),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        failed
-            .iter()
-            .any(|l| l.starts_with("FAIL sha256 tools-linux-amd64.tar.gz")),
-        "{}",
-        run.stdout
-    );
+    assert_failed(&failed, "FAIL openpgp SHA256SUMS: BAD signature", &run);
+    assert_failed(&failed, "FAIL sha256 tools-linux-amd64.tar.gz", &run);
     // A SHA256SUMS that is not even in the format.
     std::fs::write(&path, "garbage\n").unwrap();
     let run = release.verify(&release.dist);
@@ -981,12 +965,7 @@ fn signatures_by_a_key_outside_the_trust_store_fail() {
         &["-q", "key", "export", "--out", other_trust.to_str().unwrap()],
     )
     .expect_code(0);
-    let run = release.run(&[
-        "verify",
-        release.dist.to_str().unwrap(),
-        "--trust",
-        other_trust.to_str().unwrap(),
-    ]);
+    let run = release.verify_with(&[], &release.dist, &other_trust);
     run.expect_code(1);
     let failed = lines_with(&run, "FAIL");
     assert!(
@@ -997,30 +976,13 @@ fn signatures_by_a_key_outside_the_trust_store_fail() {
         "{}",
         run.stdout
     );
-    assert!(
-        failed
-            .iter()
-            .any(|l| l.starts_with("FAIL cosign tools-linux-amd64.tar.gz")),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        failed
-            .iter()
-            .any(|l| l.starts_with("FAIL provenance tools.intoto.jsonl: signed by key")),
-        "{}",
-        run.stdout
-    );
+    assert_failed(&failed, "FAIL cosign tools-linux-amd64.tar.gz", &run);
+    assert_failed(&failed, "FAIL provenance tools.intoto.jsonl: signed by key", &run);
     // An empty trust store is bad input.
     let empty = release.hb.dir.path().join("empty-trust");
     std::fs::create_dir_all(&empty).unwrap();
     release
-        .run(&[
-            "verify",
-            release.dist.to_str().unwrap(),
-            "--trust",
-            empty.to_str().unwrap(),
-        ])
+        .verify_with(&[], &release.dist, &empty)
         .expect_code(2)
         .expect_stderr("holds no public keys");
 }
@@ -1036,20 +998,12 @@ fn truncated_signature_files_fail() {
     let run = release.verify(&release.artifact("arm64"));
     run.expect_code(1);
     let failed = lines_with(&run, "FAIL");
-    assert!(
-        failed
-            .iter()
-            .any(|l| l.starts_with("FAIL openpgp tools-linux-arm64.tar.gz: not a valid OpenPGP signature")),
-        "{}",
-        run.stdout
+    assert_failed(
+        &failed,
+        "FAIL openpgp tools-linux-arm64.tar.gz: not a valid OpenPGP signature",
+        &run,
     );
-    assert!(
-        failed
-            .iter()
-            .any(|l| l.starts_with("FAIL cosign tools-linux-arm64.tar.gz: not")),
-        "{}",
-        run.stdout
-    );
+    assert_failed(&failed, "FAIL cosign tools-linux-arm64.tar.gz: not", &run);
 }
 
 #[test]
