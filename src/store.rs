@@ -335,28 +335,21 @@ impl Store {
         };
         let mut doomed = sorted_entries(&self.root.join("tmp"))?;
         doomed.extend(sorted_entries(&self.root.join("logs"))?);
-        doomed.extend(
-            sorted_entries(&self.root.join("outputs"))?
-                .into_iter()
-                .filter(|p| !keep_outputs.contains(&file_name(p))),
-        );
-        doomed.extend(
-            sorted_entries(&self.root.join("sources"))?
-                .into_iter()
-                .filter(|p| !keep_sources.contains(&file_name(p))),
-        );
-        doomed.extend(
-            sorted_entries(&self.root.join("artifacts"))?
-                .into_iter()
-                .filter(|p| !keep_artifacts.contains(&file_name(p))),
-        );
-        let envs = self.root.join("envs");
-        if envs.is_dir() {
-            doomed.extend(
-                sorted_entries(&envs)?
-                    .into_iter()
-                    .filter(|p| !keep_environments.contains(&file_name(p))),
-            );
+        for (dir, keep) in [
+            ("outputs", &keep_outputs),
+            ("sources", &keep_sources),
+            ("artifacts", &keep_artifacts),
+            ("envs", &keep_environments),
+        ] {
+            let dir = self.root.join(dir);
+            // envs/ exists once an environment was assembled.
+            if dir.is_dir() {
+                doomed.extend(
+                    sorted_entries(&dir)?
+                        .into_iter()
+                        .filter(|p| !keep.contains(&file_name(p))),
+                );
+            }
         }
         for path in doomed {
             report.freed_bytes += disk_usage(&path);
