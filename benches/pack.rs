@@ -4,6 +4,7 @@
 //! Called from the bench binary (`benches/main.rs`) as `pack::run()`. Prints a table; asserts
 //! nothing about time.
 
+use super::{median, ms};
 use std::fs;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -196,11 +197,6 @@ fn pathdiff(target: &Path, base: &Path) -> PathBuf {
     out
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 struct Row {
     tool: &'static str,
     times: Vec<Duration>,
@@ -327,13 +323,7 @@ pub fn run() {
         } else {
             "-".to_string()
         };
-        println!(
-            "{:<32} {:>10.1} {:>10.1} {:>8}",
-            r.tool,
-            med.as_secs_f64() * 1e3,
-            mbps,
-            ratio
-        );
+        println!("{:<32} {:>10.1} {:>10.1} {:>8}", r.tool, ms(med), mbps, ratio);
     }
     if have_tar {
         let hb = median(rows[0].times.clone()).as_secs_f64();

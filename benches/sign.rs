@@ -5,6 +5,7 @@
 //! Called from the bench binary (`benches/main.rs`) as `sign::run()`. Prints figures; asserts
 //! nothing about time. The commands run in-process through `hb::run`, as the binary would.
 
+use super::{median, ms};
 use clap::Parser;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,11 +16,6 @@ const ARTIFACT_BYTES: usize = 20 << 20;
 const FILES_PER_ARTIFACT: usize = 40;
 const RUNS: usize = 5;
 const ARCHES: [&str; 2] = ["amd64", "arm64"];
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 /// xorshift64: cheap incompressible bytes (like compiled code, for gzip's purposes).
 fn fill(state: &mut u64, out: &mut Vec<u8>, len: usize) {
@@ -137,7 +133,7 @@ pub fn run() {
     );
     println!(
         "  hb key generate (OpenPGP Ed25519 + ECDSA P-256, both encrypted)   {:8.1} ms",
-        generate_time.as_secs_f64() * 1e3
+        ms(generate_time)
     );
 
     let key = hb::sign::keys::select(&keys, None).unwrap();
@@ -154,7 +150,7 @@ pub fn run() {
     );
     println!(
         "  unlocking both keys (S2K + PBKDF2 600k; part of each sign/attest)  {:8.1} ms",
-        unlock.as_secs_f64() * 1e3
+        ms(unlock)
     );
 
     let artifact_args: Vec<&str> = artifacts.iter().map(|a| a.to_str().unwrap()).collect();
@@ -188,17 +184,17 @@ pub fn run() {
     let mbps = |d: Duration| total_bytes as f64 / 1e6 / d.as_secs_f64();
     println!(
         "  hb sign (SHA256SUMS + .asc + .sig, unlocking included)            {:8.1} ms  {:7.1} MB/s",
-        sign.as_secs_f64() * 1e3,
+        ms(sign),
         mbps(sign)
     );
     println!(
         "  hb attest (2 SPDX + 2 CycloneDX + DSSE provenance)                {:8.1} ms  {:7.1} MB/s",
-        attest.as_secs_f64() * 1e3,
+        ms(attest),
         mbps(attest)
     );
     println!(
         "  sign + attest                                                      {:8.1} ms",
-        (sign + attest).as_secs_f64() * 1e3
+        ms(sign + attest)
     );
 
     // Hashing alone: hb's one-pass SHA-256 (+ OpenPGP context) vs sha256sum and openssl.
@@ -216,7 +212,7 @@ pub fn run() {
     println!("hashing the same {:.1} MB (warm page cache):", total_bytes as f64 / 1e6);
     println!(
         "  hb (sha2, SHA-NI when the CPU has it)   {:8.1} ms  {:7.1} MB/s",
-        hb_hash.as_secs_f64() * 1e3,
+        ms(hb_hash),
         mbps(hb_hash)
     );
     let external = |program: &str, args: &[&str]| -> Option<Duration> {
@@ -240,7 +236,7 @@ pub fn run() {
         Some(time) => {
             println!(
                 "  sha256sum                               {:8.1} ms  {:7.1} MB/s",
-                time.as_secs_f64() * 1e3,
+                ms(time),
                 mbps(time)
             );
             println!(
@@ -258,7 +254,7 @@ pub fn run() {
     if let Some(time) = external("openssl", &["dgst", "-sha256"]) {
         println!(
             "  openssl dgst -sha256 (reference)        {:8.1} ms  {:7.1} MB/s",
-            time.as_secs_f64() * 1e3,
+            ms(time),
             mbps(time)
         );
     }
